@@ -1,0 +1,134 @@
+"""Settings shared by every service.
+
+Each group reads its own environment prefix, so a platform team sets
+``MAINSTAY_KAFKA_BOOTSTRAP`` once for the whole mesh, while a service's own
+settings class (``env_prefix="MAINSTAY_<SERVICE>_"``) nests these groups and
+adds what only it needs. Nothing here is built at import time: a service's
+``create_app(settings)`` receives a constructed instance, so tests pass their own.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "AuthSettings",
+    "KafkaSettings",
+    "PostgresSettings",
+    "RetrySettings",
+    "ServiceSettings",
+    "TelemetrySettings",
+]
+
+
+class KafkaSettings(BaseSettings):
+    """Where the broker is and how to talk to it (``MAINSTAY_KAFKA_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MAINSTAY_KAFKA_", extra="ignore")
+
+    bootstrap: str = Field(
+        default="127.0.0.1:19092",
+        description="Comma-separated host:port list of the Kafka bootstrap servers.",
+    )
+    topic_prefix: str = Field(
+        default="",
+        description="Prefix put before every topic and consumer group (isolates tests or tenants of one cluster).",
+    )
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    idempotent_producer: bool = Field(
+        default=False,
+        description="Enable the idempotent producer; only when the broker supports it (the embedded one does not).",
+    )
+
+
+class PostgresSettings(BaseSettings):
+    """PostgreSQL connection (``MAINSTAY_POSTGRES_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MAINSTAY_POSTGRES_", extra="ignore")
+
+    dsn: str = Field(default="postgresql://postgres@127.0.0.1:15432/postgres")
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    command_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class RetrySettings(BaseSettings):
+    """Retry tiers and blocking retry (``MAINSTAY_RETRY_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MAINSTAY_RETRY_", extra="ignore")
+
+    tier_delays_s: list[float] = Field(
+        default=[1.0, 10.0, 60.0],
+        description="Delay of each retry tier <group>.retry.<n>; the length is the number of tiers.",
+    )
+    blocking_attempts: int = Field(
+        default=5, ge=1, description="Attempts of a blocking-retry consumer before the DLQ."
+    )
+    blocking_backoff_s: float = Field(default=0.2, gt=0)
+    blocking_backoff_max_s: float = Field(default=10.0, gt=0)
+    redelivery_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Pause before a message is tried again when even its retry or DLQ publish failed.",
+    )
+
+    @field_validator("tier_delays_s")
+    @classmethod
+    def _delays_are_positive(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("retry tier delays must be >= 0 seconds")
+        return value
+
+
+class TelemetrySettings(BaseSettings):
+    """Traces, metrics and logs (``MAINSTAY_TELEMETRY_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MAINSTAY_TELEMETRY_", extra="ignore")
+
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/gRPC collector address; unset means no exporter."
+    )
+    log_level: str = "INFO"
+    log_json: bool = True
+
+
+class AuthSettings(BaseSettings):
+    """Token verification (``MAINSTAY_AUTH_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MAINSTAY_AUTH_", extra="ignore")
+
+    jwks_url: str | None = Field(default=None, description="HTTP(S) URL of the JWKS document.")
+    jwks_file: str | None = Field(
+        default=".mainstay/jwks.json", description="Path of a JWKS file, used when no URL is set."
+    )
+    issuer: str = "mainstay-identity"
+    audience: str = "mainstay"
+    leeway_s: float = Field(default=5.0, ge=0)
+    jwks_cache_s: float = Field(default=300.0, gt=0)
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service has; a service subclasses it with its own ``env_prefix``."""
+
+    model_config = SettingsConfigDict(env_prefix="MAINSTAY_", extra="ignore")
+
+    service_name: str = "mainstay"
+    instance_id: str = Field(default_factory=_default_instance_id)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8100, ge=0, le=65535)
+    shutdown_grace_s: float = Field(
+        default=20.0, gt=0, description="How long in-flight handlers may run on shutdown."
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
