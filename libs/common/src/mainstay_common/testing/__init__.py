@@ -1,0 +1,1 @@
+"""Test support for Mainstay services: a pytest plugin with the embedded stack."""

@@ -1,0 +1,1 @@
+"""pytest plugin: fixtures that start or attach to the embedded broker and PostgreSQL."""
