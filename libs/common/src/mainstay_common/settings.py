@@ -39,6 +39,12 @@ class KafkaSettings(BaseSettings):
         description="Prefix put before every topic and consumer group (isolates tests or tenants of one cluster).",
     )
     request_timeout_s: float = Field(default=30.0, gt=0)
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="Consumer session timeout: how soon a dead member's partitions move to another.",
+    )
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     idempotent_producer: bool = Field(
         default=False,
         description="Enable the idempotent producer; only when the broker supports it (the embedded one does not).",

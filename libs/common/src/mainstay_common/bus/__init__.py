@@ -1,0 +1,29 @@
+"""The message bus: validated, enveloped publishing and consumers with retry tiers, DLQ and inbox."""
+
+from mainstay_common.bus._bus import Bus, BusObserver
+from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
+from mainstay_common.bus._envelope import (
+    Event,
+    OutgoingMessage,
+    build_message,
+    decode_headers,
+    parse_event,
+)
+from mainstay_common.bus._routing import RetryPolicy, dlq_topic, group_id, retry_topic
+
+__all__ = [
+    "Bus",
+    "BusObserver",
+    "Consumer",
+    "Event",
+    "Handler",
+    "OutgoingMessage",
+    "RetryPolicy",
+    "TransactionalHandler",
+    "build_message",
+    "decode_headers",
+    "dlq_topic",
+    "group_id",
+    "parse_event",
+    "retry_topic",
+]

@@ -1,0 +1,388 @@
+"""The Mainstay bus: FastStream's KafkaBroker with Mainstay's guarantees.
+
+>>> bus = Bus(service="memory", kafka=settings.kafka, retry=settings.retry)
+>>> @bus.transactional_subscriber(REMEMBER, handler="remember", database=db)
+... async def remember(event: Event[RememberCommand], tx: asyncpg.Connection) -> None: ...
+>>> async with bus:
+...     await bus.publish(MEMORY_EVENTS, payload, caused_by=event)
+
+Every subscriber acknowledges only after its work is durable (never
+``ACK_FIRST``), retries through its own tiers or in place, and dead-letters
+what cannot succeed; every publish is validated and enveloped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage  # noqa: TC002 - FastStream resolves handler annotations at runtime
+from pydantic import BaseModel
+
+from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
+from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message
+from mainstay_common.bus._routing import RetryPolicy, group_id
+from mainstay_common.errors import DependencyUnavailable
+from mainstay_common.settings import KafkaSettings, RetrySettings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from datetime import datetime
+    from types import TracebackType
+
+    from mainstay_common.db import Database
+    from mainstay_contracts import TopicSpec
+
+__all__ = ["Bus", "BusObserver"]
+
+P = TypeVar("P", bound=BaseModel)
+_log = logging.getLogger("mainstay.bus")
+_DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class BusObserver:
+    """Receives the bus's counters; the default records nothing.
+
+    ``name`` is one of ``handled`` (labels group, topic, outcome, seconds),
+    ``retried`` (group, tier), ``dead_lettered`` (group, error_class) and
+    ``published`` (topic).
+    """
+
+    def observe(self, name: str, **labels: Any) -> None:
+        """Record one occurrence; override to export metrics."""
+
+
+class Bus:
+    """A service's connection to the mesh; an async context manager."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        kafka: KafkaSettings | None = None,
+        retry: RetrySettings | None = None,
+        instance_id: str = "",
+        shutdown_grace_s: float = 20.0,
+        observer: BusObserver | None = None,
+        concurrency: int = 1,
+    ) -> None:
+        self.service = service
+        self.kafka = kafka or KafkaSettings()
+        self.retry = retry or RetrySettings()
+        self.source = f"mainstay/{service}/{instance_id}" if instance_id else f"mainstay/{service}"
+        self.closing = asyncio.Event()
+        self._observer = observer or BusObserver()
+        self._concurrency = concurrency
+        self._consumers: list[Consumer[Any]] = []
+        self._started = False
+        self.broker = KafkaBroker(
+            self.kafka.bootstrap,
+            client_id=f"mainstay-{service}",
+            request_timeout_ms=int(self.kafka.request_timeout_s * 1000),
+            acks="all",
+            enable_idempotence=self.kafka.idempotent_producer,
+            graceful_timeout=shutdown_grace_s,
+            allow_auto_create_topics=False,
+            logger=_broker_logger(service),
+            log_level=logging.DEBUG,
+        )
+
+    # -- subscribing -------------------------------------------------------------
+
+    def default_policy(self, *, blocking: bool = False) -> RetryPolicy:
+        return RetryPolicy(
+            tier_delays=tuple(self.retry.tier_delays_s),
+            blocking=blocking,
+            blocking_attempts=self.retry.blocking_attempts,
+            blocking_backoff=self.retry.blocking_backoff_s,
+            blocking_backoff_max=self.retry.blocking_backoff_max_s,
+        )
+
+    def subscriber(
+        self,
+        spec: TopicSpec[P],
+        *,
+        handler: str,
+        blocking: bool = False,
+        policy: RetryPolicy | None = None,
+    ) -> Callable[[Handler[P]], Handler[P]]:
+        """Register ``fn(event)`` as consumer group ``<service>.<handler>`` of ``spec``."""
+
+        def register(fn: Handler[P]) -> Handler[P]:
+            self._add(spec, handler, fn, None, policy or self.default_policy(blocking=blocking))
+            return fn
+
+        return register
+
+    def transactional_subscriber(
+        self,
+        spec: TopicSpec[P],
+        *,
+        handler: str,
+        database: Database,
+        blocking: bool = False,
+        policy: RetryPolicy | None = None,
+    ) -> Callable[[TransactionalHandler[P]], TransactionalHandler[P]]:
+        """Like :meth:`subscriber`, but ``fn(event, tx)`` runs in a transaction with the inbox.
+
+        The handler's writes and the inbox row commit together, so a redelivered
+        ``ce_id`` is acknowledged without running the handler again.
+        """
+
+        def register(fn: TransactionalHandler[P]) -> TransactionalHandler[P]:
+            self._add(spec, handler, fn, database, policy or self.default_policy(blocking=blocking))
+            return fn
+
+        return register
+
+    def _add(
+        self,
+        spec: TopicSpec[P],
+        handler: str,
+        fn: Callable[..., Any],
+        database: Database | None,
+        policy: RetryPolicy,
+    ) -> None:
+        if self._started:
+            raise RuntimeError("subscribers must be registered before the bus starts")
+        group = group_id(self.service, handler, prefix=self.kafka.topic_prefix)
+        if any(c.group == group for c in self._consumers):
+            raise ValueError(f"consumer group {group!r} is registered twice")
+        consumer: Consumer[P] = Consumer(
+            bus=self,
+            spec=spec,
+            group=group,
+            origin_topic=f"{self.kafka.topic_prefix}{spec.name}",
+            handler=fn,
+            database=database,
+            policy=policy,
+            redelivery_backoff=self.retry.redelivery_backoff_s,
+        )
+        self._consumers.append(consumer)
+
+        async def on_message(message: KafkaMessage) -> None:
+            await consumer.on_message(message)
+
+        on_message.__name__ = f"{spec.name}:{handler}"
+        options: dict[str, Any] = {}
+        if self._concurrency > 1:
+            options["max_workers"] = self._concurrency
+        self.broker.subscriber(
+            *consumer.topics,
+            group_id=group,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.kafka.session_timeout_ms,
+            heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
+            decoder=_undecoded,
+            title=f"{group}",
+            description=spec.description or None,
+            **options,
+        )(on_message)
+
+    @property
+    def consumers(self) -> Sequence[Consumer[Any]]:
+        return tuple(self._consumers)
+
+    # -- publishing --------------------------------------------------------------
+
+    def message(
+        self,
+        spec: TopicSpec[P],
+        payload: P | Mapping[str, Any],
+        *,
+        caused_by: Event[Any] | None = None,
+        key: str | None = None,
+        event_type: str | None = None,
+        event_id: str | None = None,
+        subject: str | None = None,
+        tenant: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        time: datetime | None = None,
+    ) -> OutgoingMessage:
+        """Build and validate a message without sending it (for the outbox).
+
+        ``caused_by`` carries the tenant and correlation id forward and sets the
+        causation id to the consumed event's id, unless given explicitly.
+        """
+        if caused_by is not None:
+            tenant = tenant or caused_by.tenant
+            correlation_id = correlation_id or caused_by.correlation_id
+            causation_id = causation_id or caused_by.id
+        return build_message(
+            spec,
+            payload,
+            source=self.source,
+            topic_prefix=self.kafka.topic_prefix,
+            key=key,
+            event_type=event_type,
+            event_id=event_id,
+            subject=subject,
+            tenant=tenant,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            time=time,
+        )
+
+    async def publish(
+        self,
+        spec: TopicSpec[P],
+        payload: P | Mapping[str, Any],
+        **envelope: Any,
+    ) -> str:
+        """Validate, envelope and send one message; returns its ``ce_id``.
+
+        Keyword arguments are those of :meth:`message`. Returns after the broker
+        acknowledged the write.
+        """
+        message = self.message(spec, payload, **envelope)
+        await self.send(message)
+        return message.event_id
+
+    async def send(self, message: OutgoingMessage) -> None:
+        await self.send_raw(
+            message.topic, key=message.key, value=message.value, headers=message.headers
+        )
+
+    async def send_many(self, messages: Iterable[OutgoingMessage]) -> None:
+        """Send in order, pipelined; returns when the broker acknowledged all of them."""
+        futures = []
+        for message in messages:
+            futures.append(
+                await self.broker.publish(
+                    message.value,
+                    message.topic,
+                    key=message.key,
+                    headers=message.headers,
+                    correlation_id=message.event_id,
+                    no_confirm=True,
+                )
+            )
+            self.observe("published", topic=message.topic)
+        await asyncio.gather(*futures)
+
+    async def send_raw(
+        self, topic: str, *, key: bytes | None, value: bytes | None, headers: dict[str, str]
+    ) -> None:
+        """Send bytes as they are (retry tiers and dead letters keep the original)."""
+        if not self._started:
+            raise RuntimeError("the bus is not started; use 'async with bus'")
+        try:
+            await self.broker.publish(
+                value, topic, key=key, headers=headers, correlation_id=headers.get("ce_id")
+            )
+        except Exception as exc:
+            raise DependencyUnavailable(f"could not publish to {topic}: {exc}") from exc
+        self.observe("published", topic=topic)
+
+    def observe(self, name: str, **labels: Any) -> None:
+        self._observer.observe(name, **labels)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def required_topics(self) -> list[NewTopic]:
+        """The topics this bus consumes: origins, retry tiers and DLQs."""
+        topics: dict[str, NewTopic] = {}
+        for consumer in self._consumers:
+            spec = consumer.spec
+            topics[consumer.origin_topic] = NewTopic(
+                consumer.origin_topic, spec.partitions, 1, topic_configs=spec.topic_config()
+            )
+            for name in consumer.retry_topics:
+                topics[name] = NewTopic(name, spec.partitions, 1)
+            topics[consumer.dlq_topic] = NewTopic(
+                consumer.dlq_topic,
+                spec.partitions,
+                1,
+                topic_configs={"retention.ms": str(_DLQ_RETENTION_MS)},
+            )
+        return list(topics.values())
+
+    async def ensure_topics(self, extra: Iterable[TopicSpec[Any]] = ()) -> None:
+        """Create missing topics (idempotent); existing ones are left as they are."""
+        wanted = self.required_topics()
+        wanted += [
+            NewTopic(
+                f"{self.kafka.topic_prefix}{spec.name}",
+                spec.partitions,
+                1,
+                topic_configs=spec.topic_config(),
+            )
+            for spec in extra
+        ]
+        if not wanted:
+            return
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.kafka.bootstrap,
+            request_timeout_ms=int(self.kafka.request_timeout_s * 1000),
+        )
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t.name not in existing]
+            if missing:
+                response = await admin.create_topics(missing)
+                for name, code, message in _topic_errors(response):
+                    if code not in (0, _TOPIC_ALREADY_EXISTS):
+                        raise DependencyUnavailable(f"could not create topic {name}: {message}")
+        finally:
+            await admin.close()
+
+    async def start(self, *, extra_topics: Iterable[TopicSpec[Any]] = ()) -> None:
+        await self.ensure_topics(extra_topics)
+        self.closing.clear()
+        await self.broker.start()
+        self._started = True
+
+    async def close(self) -> None:
+        """Stop consuming, let in-flight handlers finish (up to the grace), flush, close."""
+        self.closing.set()
+        await self.broker.stop()
+        self._started = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def _undecoded(message: Any) -> Any:
+    """Leave the body as bytes: the consumer pipeline validates it, and garbage must reach the DLQ."""
+    return message.body
+
+
+class _TopicCreationNotice(logging.Filter):
+    """Drops FastStream's notice that it will not create topics: the bus creates them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Auto create topics is disabled" not in record.getMessage()
+
+
+def _broker_logger(service: str) -> logging.Logger:
+    logger = logging.getLogger(f"mainstay.bus.{service}")
+    if not any(isinstance(f, _TopicCreationNotice) for f in logger.filters):
+        logger.addFilter(_TopicCreationNotice())
+    return logger
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str]]:
+    errors = getattr(response, "topic_errors", [])
+    result = []
+    for item in errors:
+        name, code = item[0], item[1]
+        message = item[2] if len(item) > 2 else ""
+        result.append((name, code, message or ""))
+    return result

@@ -1,0 +1,24 @@
+"""PostgreSQL for services: pool, one schema per service, migrations, inbox and outbox."""
+
+from pathlib import Path
+
+from mainstay_common.db._database import Connection, Database, Migration, load_migrations
+from mainstay_common.db._inbox import claim_inbox, purge_inbox
+from mainstay_common.db._outbox import Outbox, OutboxRelay
+
+__all__ = [
+    "LIBRARY_MIGRATIONS",
+    "Connection",
+    "Database",
+    "Migration",
+    "Outbox",
+    "OutboxRelay",
+    "claim_inbox",
+    "load_migrations",
+    "purge_inbox",
+]
+
+LIBRARY_MIGRATIONS = load_migrations(
+    Path(__file__).parent / "migrations", namespace="mainstay_common"
+)
+"""The inbox and outbox tables; apply them before a service's own migrations."""

@@ -1,0 +1,175 @@
+"""The outbox: publish exactly what was committed, even across a crash.
+
+A service writes outgoing messages with :meth:`Outbox.add` inside the
+transaction of its state change. :class:`OutboxRelay` publishes committed rows
+in id order and deletes them once the broker acknowledged them. A crash between
+commit and publish loses nothing (the rows wait); a crash between publish and
+delete republishes with the same ``ce_id``, which consumers' inboxes skip.
+
+Only one relay per schema publishes at a time (a transaction-scoped advisory
+lock), so messages leave in commit order even with many instances running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Self
+
+from mainstay_common.bus._envelope import OutgoingMessage
+from mainstay_common.errors import map_asyncpg_errors
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+    from types import TracebackType
+
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+    from mainstay_common.db._database import Connection, Database
+
+__all__ = ["Outbox", "OutboxRelay"]
+
+_log = logging.getLogger("mainstay.outbox")
+
+
+def _channel(schema: str) -> str:
+    return f"{schema}_outbox"
+
+
+class Outbox:
+    """Stages messages in the caller's transaction."""
+
+    def __init__(self, database: Database) -> None:
+        self._channel = _channel(database.schema)
+
+    async def add(self, tx: Connection, *messages: OutgoingMessage) -> None:
+        """Insert ``messages``; they are published only if ``tx`` commits."""
+        if not tx.is_in_transaction():
+            raise RuntimeError("Outbox.add must run inside the transaction of the state change")
+        with map_asyncpg_errors():
+            await tx.executemany(
+                "INSERT INTO outbox (event_id, topic, key, value, headers)"
+                " VALUES ($1, $2, $3, $4, $5::jsonb)",
+                [(m.event_id, m.topic, m.key, m.value, json.dumps(m.headers)) for m in messages],
+            )
+            await tx.execute("SELECT pg_notify($1, '')", self._channel)
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows; an async context manager running in the background."""
+
+    def __init__(
+        self,
+        database: Database,
+        publish: Callable[[Sequence[OutgoingMessage]], Awaitable[None]],
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        error_backoff: float = 1.0,
+    ) -> None:
+        self._database = database
+        self._publish = publish
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._error_backoff = error_backoff
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: PoolConnectionProxy[asyncpg.Record] | None = None
+        self.published = 0
+
+    async def relay_once(self) -> int:
+        """Publish one batch of committed rows; returns how many were sent."""
+        schema = self._database.schema
+        with map_asyncpg_errors():
+            async with self._database.pool.acquire() as conn, conn.transaction():
+                leader = await conn.fetchval(
+                    "SELECT pg_try_advisory_xact_lock(hashtext($1))", f"outbox:{schema}"
+                )
+                if not leader:
+                    return 0
+                rows = await conn.fetch(
+                    "SELECT id, topic, key, value, headers FROM outbox"
+                    " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                    self._batch_size,
+                )
+                if not rows:
+                    return 0
+                messages = [
+                    OutgoingMessage(
+                        topic=row["topic"],
+                        key=row["key"],
+                        value=row["value"],
+                        headers=json.loads(row["headers"]),
+                    )
+                    for row in rows
+                ]
+                await self._publish(messages)
+                await conn.execute(
+                    "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+                )
+        self.published += len(rows)
+        return len(rows)
+
+    async def pending(self) -> int:
+        with map_asyncpg_errors():
+            async with self._database.pool.acquire() as conn:
+                count: int = await conn.fetchval("SELECT count(*) FROM outbox")
+        return count
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                sent = await self.relay_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the relay must outlive any single failure
+                _log.exception("outbox relay of schema %s failed; retrying", self._database.schema)
+                await asyncio.sleep(self._error_backoff)
+                continue
+            if sent == self._batch_size:
+                continue  # more may be waiting
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        try:
+            listener = await self._database.pool.acquire()
+            self._listener = listener
+            await listener.add_listener(_channel(self._database.schema), self._on_notify)
+        except Exception:  # noqa: BLE001 - LISTEN is an optimisation only
+            # Polling alone still relays everything, only with more latency.
+            _log.warning("outbox LISTEN unavailable; relying on polling", exc_info=True)
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self._database.schema}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.remove_listener(
+                    _channel(self._database.schema), self._on_notify
+                )
+            await self._database.pool.release(self._listener)
+            self._listener = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,140 @@
+"""Shared helpers for bus tests against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import BaseModel, ConfigDict, Field
+
+from mainstay_common.bus import Bus
+from mainstay_common.settings import KafkaSettings, RetrySettings
+from mainstay_contracts import TopicSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from aiokafka import ConsumerRecord
+
+
+class Order(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    order_id: str = Field(min_length=1)
+    amount: int = Field(ge=0)
+    note: str = ""
+
+
+ORDERS = TopicSpec(
+    name="shop.cmd.place-order.v1",
+    owner="shop",
+    kind="cmd",
+    key_field="order_id",
+    payload=Order,
+    partitions=3,
+)
+
+FAST_RETRY = RetrySettings(
+    tier_delays_s=[0.3, 0.6, 0.9],
+    blocking_attempts=3,
+    blocking_backoff_s=0.05,
+    redelivery_backoff_s=0.2,
+)
+
+
+@pytest.fixture
+def make_bus(kafka_bootstrap: str, topic_prefix: str) -> Callable[..., Bus]:
+    def factory(service: str = "shop", **kwargs: Any) -> Bus:
+        kwargs.setdefault("retry", FAST_RETRY)
+        kwargs.setdefault("shutdown_grace_s", 5.0)
+        return Bus(
+            service=service,
+            kafka=KafkaSettings(
+                bootstrap=kafka_bootstrap,
+                topic_prefix=topic_prefix,
+                session_timeout_ms=2000,
+                heartbeat_interval_ms=300,
+            ),
+            **kwargs,
+        )
+
+    return factory
+
+
+def order(order_id: str, amount: int = 1, note: str = "") -> Order:
+    return Order(order_id=order_id, amount=amount, note=note)
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, count: int, timeout: float = 20.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``count`` records from the start of ``topic`` (fails the test on timeout)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for items in batch.values():
+                records.extend(items)
+    finally:
+        await consumer.stop()
+    assert len(records) >= count, f"expected {count} records on {topic}, got {len(records)}"
+    return records
+
+
+async def produce_raw(
+    bootstrap: str, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def valid_headers(event_id: str) -> list[tuple[str, bytes]]:
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event_id.encode()),
+        ("ce_type", b"test.order"),
+        ("ce_source", b"tests"),
+        ("ce_time", datetime.now(UTC).isoformat().encode()),
+        ("content-type", b"application/json"),
+    ]
+
+
+async def wait_for(predicate: Callable[[], bool], *, timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.05)
+
+
+# TEMP until the plugin lands
+import os
+import uuid
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    return os.environ["MAINSTAY_KAFKA_BOOTSTRAP"]
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    return os.environ["MAINSTAY_POSTGRES_DSN"]
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}."

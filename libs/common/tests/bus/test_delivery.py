@@ -1,0 +1,260 @@
+"""Delivery, retry tiers and dead letters against the real broker."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from mainstay_common.bus import Event, dlq_topic, retry_topic
+from mainstay_common.errors import DependencyTimeout, DependencyUnavailable, RuleViolation
+from mainstay_contracts import DLQ_HEADERS, Header
+
+from .conftest import ORDERS, Order, order, produce_raw, read_topic, valid_headers, wait_for
+
+pytestmark = pytest.mark.real
+
+
+def _headers(record) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers}
+
+
+async def test_valid_message_is_handled_once(make_bus, kafka_bootstrap, topic_prefix) -> None:
+    bus = make_bus()
+    seen: list[Event[Order]] = []
+
+    @bus.subscriber(ORDERS, handler="place")
+    async def place(event: Event[Order]) -> None:
+        seen.append(event)
+
+    async with bus:
+        event_id = await bus.publish(ORDERS, order("o-1", 5), correlation_id="task-1", tenant="acme")
+        await wait_for(lambda: len(seen) >= 1, what="the handler")
+        await bus.publish(ORDERS, order("o-2", 6))
+        await wait_for(lambda: len(seen) >= 2, what="the second message")
+    assert [e.payload for e in seen] == [order("o-1", 5), order("o-2", 6)]
+    first = seen[0]
+    assert (first.id, first.key, first.tenant, first.correlation_id, first.attempt) == (
+        event_id,
+        "o-1",
+        "acme",
+        "task-1",
+        1,
+    )
+    records = await read_topic(kafka_bootstrap, f"{topic_prefix}{ORDERS.name}", count=2)
+    [headers] = [_headers(r) for r in records if _headers(r)["ce_id"] == event_id]
+    assert headers["ce_specversion"] == "1.0"
+    assert headers["ce_id"] == event_id
+    assert headers["ce_source"] == "mainstay/shop"
+    assert headers["ce_type"] == "mainstay.shop.cmd.place-order.v1"
+    assert headers["content-type"] == "application/json"
+    assert headers["ce_tenant"] == "acme"
+    assert headers["ce_correlationid"] == "task-1"
+    assert "ce_time" in headers
+
+
+async def test_retryable_failure_goes_through_tiers_and_succeeds_once(
+    make_bus, kafka_bootstrap, topic_prefix
+) -> None:
+    bus = make_bus()
+    attempts: list[tuple[int, float]] = []
+    succeeded: list[str] = []
+
+    @bus.subscriber(ORDERS, handler="flaky")
+    async def flaky(event: Event[Order]) -> None:
+        attempts.append((event.attempt, time.monotonic()))
+        if event.attempt <= 2:
+            raise DependencyUnavailable("payment service is down")
+        succeeded.append(event.id)
+
+    async with bus:
+        event_id = await bus.publish(ORDERS, order("o-1"))
+        await wait_for(lambda: len(succeeded) >= 1, what="success after two retries")
+    assert [a for a, _ in attempts] == [1, 2, 3]
+    assert succeeded == [event_id]
+    # each tier waited at least its delay (0.3 s, then 0.6 s) before the next attempt
+    assert attempts[1][1] - attempts[0][1] >= 0.3
+    assert attempts[2][1] - attempts[1][1] >= 0.6
+    group = f"{topic_prefix}shop.flaky"
+    [tier1] = await read_topic(kafka_bootstrap, retry_topic(group, 1), count=1)
+    [tier2] = await read_topic(kafka_bootstrap, retry_topic(group, 2), count=1)
+    assert _headers(tier1)[Header.ATTEMPTS] == "1"
+    assert _headers(tier2)[Header.ATTEMPTS] == "2"
+    assert _headers(tier2)[Header.ORIGIN_TOPIC] == f"{topic_prefix}{ORDERS.name}"
+    assert _headers(tier2)["ce_id"] == event_id
+
+
+async def test_exhausted_retries_end_in_the_dlq_with_every_header(
+    make_bus, kafka_bootstrap, topic_prefix
+) -> None:
+    bus = make_bus()
+    calls: list[int] = []
+
+    @bus.subscriber(ORDERS, handler="broken")
+    async def broken(event: Event[Order]) -> None:
+        calls.append(event.attempt)
+        raise DependencyTimeout("inventory did not answer in 2s")
+
+    async with bus:
+        event_id = await bus.publish(ORDERS, order("o-9", 42, note="keep me"), correlation_id="t-9")
+        group = f"{topic_prefix}shop.broken"
+        [letter] = await read_topic(kafka_bootstrap, dlq_topic(group), count=1, timeout=30)
+    assert calls == [1, 2, 3, 4]
+    headers = _headers(letter)
+    for name in DLQ_HEADERS:
+        assert name in headers, name
+    assert headers[Header.ERROR_CLASS] == "exhausted"
+    assert headers[Header.ERROR_TYPE] == "DependencyTimeout"
+    assert headers[Header.ERROR_MESSAGE] == "inventory did not answer in 2s"
+    assert headers[Header.ATTEMPTS] == "4"
+    assert headers[Header.ORIGIN_TOPIC] == f"{topic_prefix}{ORDERS.name}"
+    assert headers[Header.ORIGIN_OFFSET] == "0"
+    assert int(headers[Header.ORIGIN_PARTITION]) in range(ORDERS.partitions)
+    assert Header.NOT_BEFORE not in headers
+    # the original message survives intact
+    assert headers["ce_id"] == event_id
+    assert headers["ce_correlationid"] == "t-9"
+    assert letter.key == b"o-9"
+    assert json.loads(letter.value) == {"order_id": "o-9", "amount": 42, "note": "keep me"}
+
+
+async def test_permanent_error_is_dead_lettered_without_retry(
+    make_bus, kafka_bootstrap, topic_prefix
+) -> None:
+    bus = make_bus()
+    calls: list[int] = []
+
+    @bus.subscriber(ORDERS, handler="strict")
+    async def strict(event: Event[Order]) -> None:
+        calls.append(event.attempt)
+        raise RuleViolation("order exceeds the credit limit")
+
+    async with bus:
+        await bus.publish(ORDERS, order("o-2"))
+        [letter] = await read_topic(kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.strict"), count=1)
+    assert calls == [1]
+    headers = _headers(letter)
+    assert headers[Header.ERROR_CLASS] == "permanent"
+    assert headers[Header.ERROR_TYPE] == "RuleViolation"
+    assert headers[Header.ATTEMPTS] == "1"
+
+
+async def test_invalid_payload_goes_to_the_dlq_at_once(make_bus, kafka_bootstrap, topic_prefix) -> None:
+    bus = make_bus()
+    calls: list[Event[Order]] = []
+
+    @bus.subscriber(ORDERS, handler="check")
+    async def check(event: Event[Order]) -> None:
+        calls.append(event)
+
+    async with bus:
+        await produce_raw(
+            kafka_bootstrap,
+            f"{topic_prefix}{ORDERS.name}",
+            b'{"order_id": "", "amount": -3}',
+            key=b"bad",
+            headers=valid_headers("evt-bad"),
+        )
+        [letter] = await read_topic(kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.check"), count=1)
+        await bus.publish(ORDERS, order("o-ok"))
+        await wait_for(lambda: len(calls) == 1, what="the valid message after the invalid one")
+    headers = _headers(letter)
+    assert headers[Header.ERROR_CLASS] == "invalid"
+    assert headers[Header.ERROR_TYPE] == "InvalidMessage"
+    assert headers[Header.ATTEMPTS] == "1"
+    assert "order_id" in headers[Header.ERROR_MESSAGE]
+    assert "amount" in headers[Header.ERROR_MESSAGE]
+    assert letter.value == b'{"order_id": "", "amount": -3}'
+    assert [e.payload.order_id for e in calls] == ["o-ok"]
+
+
+async def test_message_without_envelope_is_invalid(make_bus, kafka_bootstrap, topic_prefix) -> None:
+    bus = make_bus()
+
+    @bus.subscriber(ORDERS, handler="envelope")
+    async def envelope(event: Event[Order]) -> None:
+        raise AssertionError("must not be called")
+
+    async with bus:
+        await produce_raw(
+            kafka_bootstrap,
+            f"{topic_prefix}{ORDERS.name}",
+            b'{"order_id": "x", "amount": 1}',
+            key=b"x",
+            headers=[("content-type", b"application/json")],
+        )
+        [letter] = await read_topic(
+            kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.envelope"), count=1
+        )
+    message = _headers(letter)[Header.ERROR_MESSAGE]
+    assert "ce_id is missing" in message
+    assert "ce_specversion" in message
+
+
+async def test_poison_message_does_not_stall_its_partition(
+    make_bus, kafka_bootstrap, topic_prefix
+) -> None:
+    bus = make_bus()
+    handled: list[str] = []
+
+    @bus.subscriber(ORDERS, handler="orders")
+    async def orders(event: Event[Order]) -> None:
+        if event.payload.note == "poison":
+            raise DependencyUnavailable("always fails")
+        handled.append(event.payload.note)
+
+    async with bus:
+        # all share one key, hence one partition, behind two kinds of poison
+        await produce_raw(
+            kafka_bootstrap,
+            f"{topic_prefix}{ORDERS.name}",
+            b"not json at all",
+            key=b"same",
+            headers=valid_headers("evt-garbage"),
+        )
+        await bus.publish(ORDERS, order("same", note="poison"))
+        for n in range(3):
+            await bus.publish(ORDERS, order("same", note=f"after-{n}"))
+        await wait_for(lambda: len(handled) == 3, what="messages behind the poison")
+        assert handled == ["after-0", "after-1", "after-2"]
+        await read_topic(kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.orders"), count=2, timeout=30)
+
+
+async def test_waiting_retry_does_not_block_newer_messages(make_bus, topic_prefix) -> None:
+    from mainstay_common.settings import RetrySettings
+
+    bus = make_bus(retry=RetrySettings(tier_delays_s=[1.5], redelivery_backoff_s=0.2))
+    order_of_events: list[tuple[str, int]] = []
+
+    @bus.subscriber(ORDERS, handler="patient")
+    async def patient(event: Event[Order]) -> None:
+        order_of_events.append((event.payload.order_id, event.attempt))
+        if event.payload.order_id == "slow" and event.attempt == 1:
+            raise DependencyUnavailable("try later")
+
+    async with bus:
+        await bus.publish(ORDERS, order("slow"))
+        await wait_for(lambda: len(order_of_events) == 1, what="the first attempt")
+        for n in range(3):
+            await bus.publish(ORDERS, order(f"fast-{n}"))
+        await wait_for(lambda: len(order_of_events) == 5, what="all attempts")
+    assert order_of_events[0] == ("slow", 1)
+    assert order_of_events[-1] == ("slow", 2)
+    assert sorted(order_of_events[1:4]) == [("fast-0", 1), ("fast-1", 1), ("fast-2", 1)]
+
+
+async def test_retry_after_on_the_error_extends_the_tier_delay(make_bus) -> None:
+    bus = make_bus()
+    times: list[float] = []
+
+    @bus.subscriber(ORDERS, handler="throttled")
+    async def throttled(event: Event[Order]) -> None:
+        times.append(time.monotonic())
+        if event.attempt == 1:
+            raise DependencyUnavailable("rate limited", retry_after=1.2)
+
+    async with bus:
+        await bus.publish(ORDERS, order("o-1"))
+        await wait_for(lambda: len(times) == 2, what="the retry")
+    assert times[1] - times[0] >= 1.2
