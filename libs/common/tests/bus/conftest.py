@@ -138,3 +138,14 @@ def postgres_dsn() -> str:
 @pytest.fixture
 def topic_prefix() -> str:
     return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+async def pg_schema(postgres_dsn: str):
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    yield name
+    conn = await asyncpg.connect(postgres_dsn)
+    await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    await conn.close()

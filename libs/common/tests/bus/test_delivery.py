@@ -29,7 +29,9 @@ async def test_valid_message_is_handled_once(make_bus, kafka_bootstrap, topic_pr
         seen.append(event)
 
     async with bus:
-        event_id = await bus.publish(ORDERS, order("o-1", 5), correlation_id="task-1", tenant="acme")
+        event_id = await bus.publish(
+            ORDERS, order("o-1", 5), correlation_id="task-1", tenant="acme"
+        )
         await wait_for(lambda: len(seen) >= 1, what="the handler")
         await bus.publish(ORDERS, order("o-2", 6))
         await wait_for(lambda: len(seen) >= 2, what="the second message")
@@ -132,7 +134,9 @@ async def test_permanent_error_is_dead_lettered_without_retry(
 
     async with bus:
         await bus.publish(ORDERS, order("o-2"))
-        [letter] = await read_topic(kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.strict"), count=1)
+        [letter] = await read_topic(
+            kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.strict"), count=1
+        )
     assert calls == [1]
     headers = _headers(letter)
     assert headers[Header.ERROR_CLASS] == "permanent"
@@ -140,7 +144,9 @@ async def test_permanent_error_is_dead_lettered_without_retry(
     assert headers[Header.ATTEMPTS] == "1"
 
 
-async def test_invalid_payload_goes_to_the_dlq_at_once(make_bus, kafka_bootstrap, topic_prefix) -> None:
+async def test_invalid_payload_goes_to_the_dlq_at_once(
+    make_bus, kafka_bootstrap, topic_prefix
+) -> None:
     bus = make_bus()
     calls: list[Event[Order]] = []
 
@@ -156,7 +162,9 @@ async def test_invalid_payload_goes_to_the_dlq_at_once(make_bus, kafka_bootstrap
             key=b"bad",
             headers=valid_headers("evt-bad"),
         )
-        [letter] = await read_topic(kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.check"), count=1)
+        [letter] = await read_topic(
+            kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.check"), count=1
+        )
         await bus.publish(ORDERS, order("o-ok"))
         await wait_for(lambda: len(calls) == 1, what="the valid message after the invalid one")
     headers = _headers(letter)
@@ -218,7 +226,9 @@ async def test_poison_message_does_not_stall_its_partition(
             await bus.publish(ORDERS, order("same", note=f"after-{n}"))
         await wait_for(lambda: len(handled) == 3, what="messages behind the poison")
         assert handled == ["after-0", "after-1", "after-2"]
-        await read_topic(kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.orders"), count=2, timeout=30)
+        await read_topic(
+            kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.orders"), count=2, timeout=30
+        )
 
 
 async def test_waiting_retry_does_not_block_newer_messages(make_bus, topic_prefix) -> None:

@@ -79,6 +79,7 @@ class Bus:
         self._observer = observer or BusObserver()
         self._concurrency = concurrency
         self._consumers: list[Consumer[Any]] = []
+        self._subscribers: dict[str, Any] = {}
         self._started = False
         self.broker = KafkaBroker(
             self.kafka.bootstrap,
@@ -172,7 +173,7 @@ class Bus:
         options: dict[str, Any] = {}
         if self._concurrency > 1:
             options["max_workers"] = self._concurrency
-        self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             *consumer.topics,
             group_id=group,
             ack_policy=AckPolicy.MANUAL,
@@ -183,11 +184,28 @@ class Bus:
             title=f"{group}",
             description=spec.description or None,
             **options,
-        )(on_message)
+        )
+        subscriber(on_message)
+        self._subscribers[group] = subscriber
 
     @property
     def consumers(self) -> Sequence[Consumer[Any]]:
         return tuple(self._consumers)
+
+    def assignment(self) -> dict[str, set[tuple[str, int]]]:
+        """The partitions each consumer group of this instance owns right now."""
+        owned: dict[str, set[tuple[str, int]]] = {}
+        for group, subscriber in self._subscribers.items():
+            kafka_consumers = getattr(subscriber, "consumer_subgroup", None) or [
+                getattr(subscriber, "consumer", None)
+            ]
+            owned[group] = {
+                (tp.topic, tp.partition)
+                for kafka_consumer in kafka_consumers
+                if kafka_consumer is not None
+                for tp in kafka_consumer.assignment()
+            }
+        return owned
 
     # -- publishing --------------------------------------------------------------
 

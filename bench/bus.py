@@ -1,0 +1,206 @@
+"""Benchmark: consume -> produce round trips, raw aiokafka vs the Mainstay bus.
+
+Both sides do the same work per message with the same guarantee (the offset is
+committed only after the output is acknowledged by the broker):
+
+* raw: an aiokafka consumer reads a record, produces one record, waits for the
+  broker's acknowledgement, commits the offset;
+* mainstay: a transactional bus subscriber validates the envelope and payload,
+  claims the inbox row and records the message in PostgreSQL in one transaction,
+  publishes a validated, enveloped message, then commits.
+
+The input topic is filled before the clock starts; the figure is messages
+processed per second. Uses MAINSTAY_KAFKA_BOOTSTRAP / MAINSTAY_POSTGRES_DSN when
+set, otherwise starts the embedded broker and PostgreSQL on free ports.
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import BaseModel
+
+from mainstay_common.bus import Bus, Event
+from mainstay_common.db import LIBRARY_MIGRATIONS, Connection, Database, Migration
+from mainstay_common.settings import KafkaSettings, PostgresSettings
+from mainstay_contracts import TopicSpec
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+class Work(BaseModel):
+    item_id: str
+    step: int
+    payload: str
+
+
+class Done(BaseModel):
+    item_id: str
+    step: int
+
+
+WORK = TopicSpec(
+    name="bench.cmd.work.v1", owner="bench", kind="cmd", key_field="item_id", payload=Work, partitions=3
+)
+DONE = TopicSpec(
+    name="bench.evt.done.v1", owner="bench", kind="evt", key_field="item_id", payload=Done, partitions=3
+)
+PROCESSED = Migration(
+    id="bench/0001_processed", sql="CREATE TABLE processed (item_id text PRIMARY KEY, step int)"
+)
+
+
+@contextlib.asynccontextmanager
+async def stack() -> AsyncIterator[tuple[str, str]]:
+    kafka = os.environ.get("MAINSTAY_KAFKA_BOOTSTRAP")
+    postgres = os.environ.get("MAINSTAY_POSTGRES_DSN")
+    if kafka and postgres:
+        yield kafka, postgres
+        return
+    from mainstay_common.testing import start_test_stack
+
+    async with start_test_stack(kafka=kafka, postgres=postgres) as addresses:
+        yield addresses.kafka_bootstrap, addresses.postgres_dsn
+
+
+async def create_topics(bootstrap: str, *names: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 3, 1) for name in names])
+    finally:
+        await admin.close()
+
+
+async def fill(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes, dict[str, str]]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
+            for key, value, headers in messages
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def work_messages(bus: Bus, count: int) -> list[tuple[bytes, bytes, dict[str, str]]]:
+    out = []
+    for n in range(count):
+        message = bus.message(WORK, Work(item_id=f"item-{n}", step=n, payload="x" * 200))
+        out.append((message.key or b"", message.value, message.headers))
+    return out
+
+
+async def run_raw(bootstrap: str, prefix: str, messages: list[tuple[bytes, bytes, dict[str, str]]]) -> float:
+    source, sink = f"{prefix}raw.in", f"{prefix}raw.out"
+    await create_topics(bootstrap, source, sink)
+    await fill(bootstrap, source, messages)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"{prefix}raw",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=300,
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        started = time.perf_counter()
+        for _ in range(len(messages)):
+            record = await consumer.getone()
+            await producer.send_and_wait(sink, record.value, key=record.key, headers=list(record.headers))
+            await consumer.commit()
+        return len(messages) / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def run_mainstay(
+    bootstrap: str, dsn: str, prefix: str, messages: list[tuple[bytes, bytes, dict[str, str]]]
+) -> float:
+    kafka = KafkaSettings(
+        bootstrap=bootstrap, topic_prefix=prefix, session_timeout_ms=2000, heartbeat_interval_ms=300
+    )
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    async with Database(PostgresSettings(dsn=dsn), schema=schema) as db:
+        await db.migrate(LIBRARY_MIGRATIONS, [PROCESSED])
+        bus = Bus(service="bench", kafka=kafka)
+        done = asyncio.Event()
+        handled = 0
+
+        @bus.transactional_subscriber(WORK, handler="relay", database=db)
+        async def relay(event: Event[Work], tx: Connection) -> None:
+            nonlocal handled
+            await tx.execute(
+                "INSERT INTO processed (item_id, step) VALUES ($1, $2)",
+                event.payload.item_id,
+                event.payload.step,
+            )
+            await bus.publish(DONE, Done(item_id=event.payload.item_id, step=event.payload.step), caused_by=event)
+            handled += 1
+            if handled == len(messages):
+                done.set()
+
+        await bus.ensure_topics([DONE])
+        # fill before the group joins, as for the raw run
+        await create_topics(bootstrap, f"{prefix}{WORK.name}")
+        await fill(bootstrap, f"{prefix}{WORK.name}", messages)
+        started = 0.0
+
+        async with bus:
+            # the clock starts when the first message is handled, as raw's starts after its join
+            while handled == 0:
+                await asyncio.sleep(0.001)
+            started = time.perf_counter()
+            first = handled
+            await asyncio.wait_for(done.wait(), timeout=600)
+            elapsed = time.perf_counter() - started
+        await db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        return (len(messages) - first) / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    args = parser.parse_args()
+    async with stack() as (bootstrap, dsn):
+        prefix = f"b{uuid.uuid4().hex[:8]}."
+        template = Bus(service="bench", kafka=KafkaSettings(bootstrap=bootstrap))
+        messages = work_messages(template, args.messages)
+        raw = await run_raw(bootstrap, prefix, messages)
+        print(f"raw aiokafka:   {raw:8.0f} msgs/s", file=sys.stderr)
+        mainstay = await run_mainstay(bootstrap, dsn, prefix, messages)
+        print(f"mainstay bus:   {mainstay:8.0f} msgs/s", file=sys.stderr)
+    result = {
+        "benchmark": "bus",
+        "messages": args.messages,
+        "raw_msgs_per_s": round(raw, 1),
+        "mainstay_msgs_per_s": round(mainstay, 1),
+        "ratio": round(mainstay / raw, 3),
+        "target_ratio": 0.4,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

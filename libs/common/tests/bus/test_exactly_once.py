@@ -1,0 +1,216 @@
+"""Inbox and outbox: effectively-once effects over at-least-once delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+
+from mainstay_common.bus import Event, OutgoingMessage
+from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Migration, Outbox, OutboxRelay
+from mainstay_common.errors import DependencyUnavailable, InvalidMessage
+from mainstay_common.settings import PostgresSettings
+
+from .conftest import ORDERS, Order, order, read_topic, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from mainstay_common.db import Connection
+
+pytestmark = pytest.mark.real
+
+TOTALS = Migration(
+    id="shop/0001_totals",
+    sql="CREATE TABLE totals (order_id text PRIMARY KEY, amount bigint NOT NULL)",
+)
+
+
+@pytest.fixture
+async def database(postgres_dsn: str, pg_schema: str) -> AsyncIterator[Database]:
+    async with Database(PostgresSettings(dsn=postgres_dsn), schema=pg_schema) as db:
+        await db.migrate(LIBRARY_MIGRATIONS, [TOTALS])
+        yield db
+
+
+async def _add_to_total(tx: Connection, payload: Order) -> None:
+    await tx.execute(
+        "INSERT INTO totals (order_id, amount) VALUES ($1, $2)"
+        " ON CONFLICT (order_id) DO UPDATE SET amount = totals.amount + EXCLUDED.amount",
+        payload.order_id,
+        payload.amount,
+    )
+
+
+async def _total(db: Database, order_id: str) -> int | None:
+    rows = await db.fetch("SELECT amount FROM totals WHERE order_id = $1", order_id)
+    return rows[0]["amount"] if rows else None
+
+
+async def test_redelivered_ce_id_changes_state_once(make_bus, database: Database) -> None:
+    bus = make_bus()
+    calls: list[str] = []
+
+    @bus.transactional_subscriber(ORDERS, handler="total", database=database)
+    async def total(event: Event[Order], tx: Connection) -> None:
+        calls.append(event.id)
+        await _add_to_total(tx, event.payload)
+
+    async with bus:
+        # the same message delivered three times (a producer retry, a replay...)
+        for _ in range(3):
+            await bus.publish(ORDERS, order("o-1", 10), event_id="evt-1")
+        await bus.publish(ORDERS, order("o-1", 5), event_id="evt-2")
+        await wait_for(lambda: "evt-2" in calls, what="the second distinct event")
+        await asyncio.sleep(0.5)  # give any stray redelivery the chance to show up
+    assert calls == ["evt-1", "evt-2"]
+    assert await _total(database, "o-1") == 15
+    rows = await database.fetch("SELECT event_id FROM inbox ORDER BY event_id")
+    assert [r["event_id"] for r in rows] == ["evt-1", "evt-2"]
+
+
+async def test_failed_attempt_rolls_back_state_and_inbox(make_bus, database: Database) -> None:
+    bus = make_bus()
+    attempts: list[int] = []
+
+    @bus.transactional_subscriber(ORDERS, handler="half", database=database)
+    async def half(event: Event[Order], tx: Connection) -> None:
+        attempts.append(event.attempt)
+        await _add_to_total(tx, event.payload)
+        if event.attempt == 1:
+            raise DependencyUnavailable("crashed after writing")
+
+    async with bus:
+        await bus.publish(ORDERS, order("o-2", 7))
+        await wait_for(lambda: len(attempts) == 2, what="the retry")
+        await asyncio.sleep(0.3)
+    assert attempts == [1, 2]
+    assert await _total(database, "o-2") == 7
+
+
+async def test_blocking_mode_retries_in_place_and_keeps_order(
+    make_bus, database: Database, kafka_bootstrap, topic_prefix
+) -> None:
+    bus = make_bus()
+    seen: list[tuple[str, int]] = []
+
+    @bus.transactional_subscriber(ORDERS, handler="ledger", database=database, blocking=True)
+    async def ledger(event: Event[Order], tx: Connection) -> None:
+        seen.append((event.payload.note, event.attempt))
+        if event.payload.note == "first" and event.attempt < 3:
+            raise DependencyUnavailable("database busy")
+        await _add_to_total(tx, event.payload)
+
+    async with bus:
+        await bus.publish(ORDERS, order("acct", 1, note="first"))
+        await bus.publish(ORDERS, order("acct", 2, note="second"))
+        await wait_for(lambda: ("second", 1) in seen, what="the second message")
+    assert seen == [("first", 1), ("first", 2), ("first", 3), ("second", 1)]
+    assert await _total(database, "acct") == 3
+    assert not [c.retry_topics for c in bus.consumers if c.retry_topics]
+
+
+async def test_blocking_mode_dead_letters_when_attempts_run_out(
+    make_bus, database: Database, kafka_bootstrap, topic_prefix
+) -> None:
+    bus = make_bus()
+
+    @bus.transactional_subscriber(ORDERS, handler="stuck", database=database, blocking=True)
+    async def stuck(event: Event[Order], tx: Connection) -> None:
+        raise DependencyUnavailable("never recovers")
+
+    async with bus:
+        await bus.publish(ORDERS, order("acct"))
+        [letter] = await read_topic(kafka_bootstrap, f"{topic_prefix}shop.stuck.dlq", count=1)
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert headers["mainstay-attempts"] == "3"
+    assert headers["mainstay-error-class"] == "exhausted"
+
+
+async def test_outbox_row_committed_before_a_crash_is_published_exactly_once(
+    make_bus, database: Database, kafka_bootstrap, topic_prefix
+) -> None:
+    bus = make_bus()
+    outbox = Outbox(database)
+    message = bus.message(ORDERS, order("o-7", 3), correlation_id="task-7")
+    async with database.pool.acquire() as tx, tx.transaction():
+        await _add_to_total(tx, order("o-7", 3))
+        await outbox.add(tx, message)
+
+    async def broker_unreachable(messages: Sequence[OutgoingMessage]) -> None:
+        raise DependencyUnavailable("broker unreachable")
+
+    # the first process dies before it could publish anything
+    crashed = OutboxRelay(database, broker_unreachable, poll_interval=0.05, error_backoff=0.05)
+    async with crashed:
+        await asyncio.sleep(0.3)
+    assert crashed.published == 0
+    assert await OutboxRelay(database, broker_unreachable).pending() == 1
+
+    async with bus, OutboxRelay(database, bus.send_many, poll_interval=0.1) as relay:
+        await wait_for(lambda: relay.published == 1, what="the relay")
+        await asyncio.sleep(0.5)  # a second publish would happen in this window
+        assert await relay.pending() == 0
+    records = await read_topic(kafka_bootstrap, f"{topic_prefix}{ORDERS.name}", count=1)
+    assert len(records) == 1
+    headers = {k: v.decode() for k, v in records[0].headers}
+    assert headers["ce_id"] == message.event_id
+    assert headers["ce_correlationid"] == "task-7"
+    assert json.loads(records[0].value) == {"order_id": "o-7", "amount": 3, "note": ""}
+
+
+async def test_crash_after_publish_is_deduplicated_by_the_consumer_inbox(
+    make_bus, database: Database, kafka_bootstrap, topic_prefix
+) -> None:
+    bus = make_bus()
+    outbox = Outbox(database)
+    handled: list[str] = []
+
+    @bus.transactional_subscriber(ORDERS, handler="dedupe", database=database)
+    async def dedupe(event: Event[Order], tx: Connection) -> None:
+        handled.append(event.id)
+        await _add_to_total(tx, event.payload)
+
+    async with bus:
+        message = bus.message(ORDERS, order("o-8", 4))
+        async with database.pool.acquire() as tx, tx.transaction():
+            await outbox.add(tx, message)
+
+        async def publish_then_crash(messages: Sequence[OutgoingMessage]) -> None:
+            await bus.send_many(messages)
+            raise RuntimeError("process killed before the outbox row was deleted")
+
+        crashed = OutboxRelay(database, publish_then_crash, poll_interval=0.05, error_backoff=5)
+        async with crashed:
+            await wait_for(lambda: len(handled) == 1, what="the first copy")
+        async with OutboxRelay(database, bus.send_many, poll_interval=0.05) as relay:
+            await wait_for(lambda: relay.published == 1, what="the republish")
+        await read_topic(kafka_bootstrap, f"{topic_prefix}{ORDERS.name}", count=2)
+        await asyncio.sleep(0.5)
+    assert handled == [message.event_id]
+    assert await _total(database, "o-8") == 4
+
+
+async def test_rolled_back_transaction_publishes_nothing(make_bus, database: Database) -> None:
+    bus = make_bus()
+    outbox = Outbox(database)
+    with pytest.raises(ZeroDivisionError):
+        async with database.pool.acquire() as tx, tx.transaction():
+            await outbox.add(tx, bus.message(ORDERS, order("o-9")))
+            _ = 1 / 0
+    assert await OutboxRelay(database, bus.send_many).pending() == 0
+
+
+async def test_outbox_refuses_to_write_outside_a_transaction(make_bus, database: Database) -> None:
+    bus = make_bus()
+    async with database.pool.acquire() as conn:
+        with pytest.raises(RuntimeError, match="inside the transaction"):
+            await Outbox(database).add(conn, bus.message(ORDERS, order("o-10")))
+
+
+def test_invalid_payload_is_rejected_before_publishing(make_bus) -> None:
+    bus = make_bus()
+    with pytest.raises(InvalidMessage, match="amount"):
+        bus.message(ORDERS, {"order_id": "o-1", "amount": -1})
