@@ -3,14 +3,16 @@
 Both sides do the same work per message with the same guarantee (the offset is
 committed only after the output is acknowledged by the broker):
 
-* raw: an aiokafka consumer reads a record, produces one record, waits for the
-  broker's acknowledgement, commits the offset;
-* mainstay: a transactional bus subscriber validates the envelope and payload,
-  claims the inbox row and records the message in PostgreSQL in one transaction,
-  publishes a validated, enveloped message, then commits.
+* raw: an aiokafka consumer polls a batch, produces one record per record read
+  and waits for each acknowledgement, then commits the batch's offsets;
+* mainstay: a transactional bus subscriber validates each envelope and payload,
+  claims the inbox rows and records each message in PostgreSQL (one transaction
+  per polled batch, a savepoint per message), publishes a validated, enveloped
+  message per message and waits for each acknowledgement, then commits the
+  batch's offsets.
 
 The input topic is filled before the clock starts; the figure is messages
-processed per second. Uses MAINSTAY_KAFKA_BOOTSTRAP / MAINSTAY_POSTGRES_DSN when
+processed per second, the median of alternating rounds of each side. Uses MAINSTAY_KAFKA_BOOTSTRAP / MAINSTAY_POSTGRES_DSN when
 set, otherwise starts the embedded broker and PostgreSQL on free ports.
 The last line printed is one JSON object.
 """
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -35,6 +38,7 @@ from pydantic import BaseModel
 from mainstay_common.bus import Bus, Event
 from mainstay_common.db import LIBRARY_MIGRATIONS, Connection, Database, Migration
 from mainstay_common.settings import KafkaSettings, PostgresSettings
+from mainstay_common.testing import start_test_stack
 from mainstay_contracts import TopicSpec
 
 if TYPE_CHECKING:
@@ -53,10 +57,20 @@ class Done(BaseModel):
 
 
 WORK = TopicSpec(
-    name="bench.cmd.work.v1", owner="bench", kind="cmd", key_field="item_id", payload=Work, partitions=3
+    name="bench.cmd.work.v1",
+    owner="bench",
+    kind="cmd",
+    key_field="item_id",
+    payload=Work,
+    partitions=3,
 )
 DONE = TopicSpec(
-    name="bench.evt.done.v1", owner="bench", kind="evt", key_field="item_id", payload=Done, partitions=3
+    name="bench.evt.done.v1",
+    owner="bench",
+    kind="evt",
+    key_field="item_id",
+    payload=Done,
+    partitions=3,
 )
 PROCESSED = Migration(
     id="bench/0001_processed", sql="CREATE TABLE processed (item_id text PRIMARY KEY, step int)"
@@ -70,8 +84,6 @@ async def stack() -> AsyncIterator[tuple[str, str]]:
     if kafka and postgres:
         yield kafka, postgres
         return
-    from mainstay_common.testing import start_test_stack
-
     async with start_test_stack(kafka=kafka, postgres=postgres) as addresses:
         yield addresses.kafka_bootstrap, addresses.postgres_dsn
 
@@ -85,12 +97,16 @@ async def create_topics(bootstrap: str, *names: str) -> None:
         await admin.close()
 
 
-async def fill(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes, dict[str, str]]]) -> None:
+async def fill(
+    bootstrap: str, topic: str, messages: list[tuple[bytes, bytes, dict[str, str]]]
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
         futures = [
-            await producer.send(topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
+            await producer.send(
+                topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
+            )
             for key, value, headers in messages
         ]
         await asyncio.gather(*futures)
@@ -106,7 +122,9 @@ def work_messages(bus: Bus, count: int) -> list[tuple[bytes, bytes, dict[str, st
     return out
 
 
-async def run_raw(bootstrap: str, prefix: str, messages: list[tuple[bytes, bytes, dict[str, str]]]) -> float:
+async def run_raw(
+    bootstrap: str, prefix: str, messages: list[tuple[bytes, bytes, dict[str, str]]]
+) -> float:
     source, sink = f"{prefix}raw.in", f"{prefix}raw.out"
     await create_topics(bootstrap, source, sink)
     await fill(bootstrap, source, messages)
@@ -124,10 +142,17 @@ async def run_raw(bootstrap: str, prefix: str, messages: list[tuple[bytes, bytes
     await consumer.start()
     try:
         started = time.perf_counter()
-        for _ in range(len(messages)):
-            record = await consumer.getone()
-            await producer.send_and_wait(sink, record.value, key=record.key, headers=list(record.headers))
-            await consumer.commit()
+        handled = 0
+        while handled < len(messages):
+            batch = await consumer.getmany(timeout_ms=25, max_records=200)
+            for records in batch.values():
+                for record in records:
+                    await producer.send_and_wait(
+                        sink, record.value, key=record.key, headers=list(record.headers)
+                    )
+                    handled += 1
+            if batch:
+                await consumer.commit()
         return len(messages) / (time.perf_counter() - started)
     finally:
         await consumer.stop()
@@ -145,6 +170,7 @@ async def run_mainstay(
         await db.migrate(LIBRARY_MIGRATIONS, [PROCESSED])
         bus = Bus(service="bench", kafka=kafka)
         done = asyncio.Event()
+        first_handled = asyncio.Event()
         handled = 0
 
         @bus.transactional_subscriber(WORK, handler="relay", database=db)
@@ -155,8 +181,11 @@ async def run_mainstay(
                 event.payload.item_id,
                 event.payload.step,
             )
-            await bus.publish(DONE, Done(item_id=event.payload.item_id, step=event.payload.step), caused_by=event)
+            await bus.publish(
+                DONE, Done(item_id=event.payload.item_id, step=event.payload.step), caused_by=event
+            )
             handled += 1
+            first_handled.set()
             if handled == len(messages):
                 done.set()
 
@@ -168,8 +197,7 @@ async def run_mainstay(
 
         async with bus:
             # the clock starts when the first message is handled, as raw's starts after its join
-            while handled == 0:
-                await asyncio.sleep(0.001)
+            await first_handled.wait()
             started = time.perf_counter()
             first = handled
             await asyncio.wait_for(done.wait(), timeout=600)
@@ -180,23 +208,35 @@ async def run_mainstay(
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--messages", type=int, default=2000, help="messages per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each side")
     args = parser.parse_args()
+    raw_runs: list[float] = []
+    mainstay_runs: list[float] = []
     async with stack() as (bootstrap, dsn):
-        prefix = f"b{uuid.uuid4().hex[:8]}."
         template = Bus(service="bench", kafka=KafkaSettings(bootstrap=bootstrap))
         messages = work_messages(template, args.messages)
-        raw = await run_raw(bootstrap, prefix, messages)
-        print(f"raw aiokafka:   {raw:8.0f} msgs/s", file=sys.stderr)
-        mainstay = await run_mainstay(bootstrap, dsn, prefix, messages)
-        print(f"mainstay bus:   {mainstay:8.0f} msgs/s", file=sys.stderr)
+        # alternate, so a slow patch of the machine hits both sides alike
+        for round_no in range(1, args.rounds + 1):
+            prefix = f"b{uuid.uuid4().hex[:8]}."
+            raw_runs.append(await run_raw(bootstrap, prefix, messages))
+            mainstay_runs.append(await run_mainstay(bootstrap, dsn, prefix, messages))
+            print(
+                f"round {round_no}: raw {raw_runs[-1]:7.0f} msgs/s, mainstay {mainstay_runs[-1]:7.0f} msgs/s",
+                file=sys.stderr,
+            )
+    raw = statistics.median(raw_runs)
+    mainstay = statistics.median(mainstay_runs)
     result = {
         "benchmark": "bus",
-        "messages": args.messages,
+        "messages_per_round": args.messages,
+        "rounds": args.rounds,
         "raw_msgs_per_s": round(raw, 1),
         "mainstay_msgs_per_s": round(mainstay, 1),
         "ratio": round(mainstay / raw, 3),
         "target_ratio": 0.4,
+        "raw_runs": [round(r, 1) for r in raw_runs],
+        "mainstay_runs": [round(r, 1) for r in mainstay_runs],
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     print(json.dumps(result))

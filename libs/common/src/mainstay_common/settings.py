@@ -45,6 +45,21 @@ class KafkaSettings(BaseSettings):
         description="Consumer session timeout: how soon a dead member's partitions move to another.",
     )
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    max_batch: int = Field(
+        default=200,
+        ge=1,
+        description="Most records a consumer handles per poll (one transaction and one commit each).",
+    )
+    poll_timeout_ms: int = Field(
+        default=25,
+        ge=1,
+        description="How long an idle consumer waits for records before polling again.",
+    )
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of topics the bus creates (retry tiers, DLQs); 3 on a real cluster.",
+    )
     idempotent_producer: bool = Field(
         default=False,
         description="Enable the idempotent producer; only when the broker supports it (the embedded one does not).",

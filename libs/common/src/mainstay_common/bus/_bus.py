@@ -69,7 +69,6 @@ class Bus:
         instance_id: str = "",
         shutdown_grace_s: float = 20.0,
         observer: BusObserver | None = None,
-        concurrency: int = 1,
     ) -> None:
         self.service = service
         self.kafka = kafka or KafkaSettings()
@@ -77,7 +76,6 @@ class Bus:
         self.source = f"mainstay/{service}/{instance_id}" if instance_id else f"mainstay/{service}"
         self.closing = asyncio.Event()
         self._observer = observer or BusObserver()
-        self._concurrency = concurrency
         self._consumers: list[Consumer[Any]] = []
         self._subscribers: dict[str, Any] = {}
         self._started = False
@@ -166,13 +164,10 @@ class Bus:
         )
         self._consumers.append(consumer)
 
-        async def on_message(message: KafkaMessage) -> None:
-            await consumer.on_message(message)
+        async def on_batch(message: KafkaMessage) -> None:
+            await consumer.on_batch(message)
 
-        on_message.__name__ = f"{spec.name}:{handler}"
-        options: dict[str, Any] = {}
-        if self._concurrency > 1:
-            options["max_workers"] = self._concurrency
+        on_batch.__name__ = f"{spec.name}:{handler}"
         subscriber = self.broker.subscriber(
             *consumer.topics,
             group_id=group,
@@ -180,12 +175,14 @@ class Bus:
             auto_offset_reset="earliest",
             session_timeout_ms=self.kafka.session_timeout_ms,
             heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
+            batch=True,
+            max_records=self.kafka.max_batch,
+            batch_timeout_ms=self.kafka.poll_timeout_ms,
             decoder=_undecoded,
             title=f"{group}",
             description=spec.description or None,
-            **options,
         )
-        subscriber(on_message)
+        subscriber(on_batch)
         self._subscribers[group] = subscriber
 
     @property
@@ -307,17 +304,18 @@ class Bus:
     def required_topics(self) -> list[NewTopic]:
         """The topics this bus consumes: origins, retry tiers and DLQs."""
         topics: dict[str, NewTopic] = {}
+        rf = self.kafka.replication_factor
         for consumer in self._consumers:
             spec = consumer.spec
             topics[consumer.origin_topic] = NewTopic(
-                consumer.origin_topic, spec.partitions, 1, topic_configs=spec.topic_config()
+                consumer.origin_topic, spec.partitions, rf, topic_configs=spec.topic_config()
             )
             for name in consumer.retry_topics:
-                topics[name] = NewTopic(name, spec.partitions, 1)
+                topics[name] = NewTopic(name, spec.partitions, rf)
             topics[consumer.dlq_topic] = NewTopic(
                 consumer.dlq_topic,
                 spec.partitions,
-                1,
+                rf,
                 topic_configs={"retention.ms": str(_DLQ_RETENTION_MS)},
             )
         return list(topics.values())
@@ -329,7 +327,7 @@ class Bus:
             NewTopic(
                 f"{self.kafka.topic_prefix}{spec.name}",
                 spec.partitions,
-                1,
+                self.kafka.replication_factor,
                 topic_configs=spec.topic_config(),
             )
             for spec in extra

@@ -1,20 +1,25 @@
 """The pipeline every consumed message goes through.
 
-For one handler (one consumer group) it:
+For one handler (one consumer group) and each polled batch of records it:
 
-1. waits, without blocking the partition, until a retried message is due:
-   the tier partition is paused and rewound, and resumed when the
-   ``mainstay-not-before`` time comes, while other partitions keep flowing;
-2. validates the envelope and payload; an invalid message goes straight to the
-   DLQ and is never retried;
-3. runs the handler, inside a PostgreSQL transaction that also claims the
-   ``(group, ce_id)`` inbox row when the handler is transactional, so a
-   redelivered message changes state once;
+1. holds back a retried message until it is due, without blocking anything:
+   its tier partition is paused and rewound, and resumed at the
+   ``mainstay-not-before`` time while other partitions keep flowing;
+2. validates envelope and payload; an invalid message goes straight to the DLQ
+   and is never retried;
+3. runs the handler. A transactional handler runs inside a PostgreSQL
+   transaction that also claims the ``(group, ce_id)`` inbox row, so a
+   redelivered message changes state once. Consecutive valid messages of a
+   batch share one transaction (group commit: one fsync for many messages); if
+   any handler of the group fails, the transaction is rolled back and each
+   message is handled again in its own transaction, so one failure never
+   affects its neighbours' outcome;
 4. on failure, forwards the message to the next retry tier, or retries in place
    (blocking mode), or dead-letters it with the reason;
-5. commits the offset only after the outcome is durable: the handler's
-   transaction committed, or the retry/DLQ copy acknowledged by the broker.
-   If even that copy cannot be written the offset is rewound, so nothing is lost.
+5. commits, per partition, the offset after the last message whose outcome is
+   durable: its transaction committed, or its retry/DLQ copy acknowledged by the
+   broker. A message whose copy cannot be written is rewound, and so is
+   everything after it on that partition: nothing is lost or reordered.
 """
 
 from __future__ import annotations
@@ -33,12 +38,12 @@ from pydantic import BaseModel
 
 from mainstay_common.bus._envelope import Event, decode_headers, parse_event
 from mainstay_common.bus._routing import RetryPolicy, dlq_topic, retry_topic, tier_of
-from mainstay_common.db._inbox import claim_inbox
+from mainstay_common.db._inbox import claim_inbox, claim_inbox_many
 from mainstay_common.errors import InvalidMessage, MainstayError, is_retryable
 from mainstay_contracts import Header
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from aiokafka import ConsumerRecord
 
@@ -49,16 +54,19 @@ __all__ = ["Consumer", "Handler", "Sender", "TransactionalHandler"]
 
 P = TypeVar("P", bound=BaseModel)
 
-_log = logging.getLogger("mainstay.bus")
-_tracer = trace.get_tracer("mainstay_common.bus")
-_MAX_ERROR_MESSAGE = 2000
-
-
 Handler: TypeAlias = "Callable[[Event[P]], Awaitable[None]]"
 """``async def handle(event) -> None``."""
 
 TransactionalHandler: TypeAlias = "Callable[[Event[P], Connection], Awaitable[None]]"
-"""``async def handle(event, tx) -> None``; ``tx`` holds the inbox claim."""
+"""``async def handle(event, tx) -> None``; keep every effect inside ``tx`` (use the outbox)."""
+
+_log = logging.getLogger("mainstay.bus")
+_tracer = trace.get_tracer("mainstay_common.bus")
+_MAX_ERROR_MESSAGE = 2000
+# Each message of a group commit runs under a savepoint (a subtransaction);
+# PostgreSQL caches 64 subtransactions per backend before snapshots of every
+# other session slow down, so a group stays below that.
+_MAX_GROUP = 60
 
 
 class Sender(Protocol):
@@ -73,14 +81,44 @@ class Sender(Protocol):
     def observe(self, name: str, **labels: Any) -> None: ...
 
 
-class _Message(Protocol):
-    """The part of FastStream's KafkaMessage the pipeline uses."""
+@dataclasses.dataclass
+class _Item(Generic[P]):
+    record: ConsumerRecord[bytes, bytes]
+    headers: dict[str, str]
+    tier: int
+    partition: TopicPartition
+    event: Event[P] | None = None
 
-    raw_message: Any
 
-    async def ack(self) -> None: ...
+class _Progress:
+    """Which records of a batch are settled, and where each partition must resume."""
 
-    async def nack(self) -> None: ...
+    def __init__(self, items: Sequence[_Item[Any]]) -> None:
+        self._items = items
+        self._settled: set[tuple[TopicPartition, int]] = set()
+        self.stopped: set[TopicPartition] = set()
+
+    def settle(self, item: _Item[Any]) -> None:
+        self._settled.add((item.partition, item.record.offset))
+
+    def stop(self, item: _Item[Any], kafka_consumer: Any) -> None:
+        """Nothing at or after ``item`` on its partition is handled in this batch."""
+        if item.partition not in self.stopped:
+            self.stopped.add(item.partition)
+            if kafka_consumer is not None:
+                kafka_consumer.seek(item.partition, item.record.offset)
+
+    def commit_offsets(self) -> dict[TopicPartition, int]:
+        offsets: dict[TopicPartition, int] = {}
+        blocked: set[TopicPartition] = set()
+        for item in self._items:  # records of one partition arrive in offset order
+            if item.partition in blocked:
+                continue
+            if (item.partition, item.record.offset) in self._settled:
+                offsets[item.partition] = item.record.offset + 1
+            else:
+                blocked.add(item.partition)
+        return offsets
 
 
 class Consumer(Generic[P]):
@@ -108,92 +146,208 @@ class Consumer(Generic[P]):
         self.redelivery_backoff = redelivery_backoff
         self.retry_topics = [retry_topic(group, n) for n in range(1, policy.tiers + 1)]
         self.dlq_topic = dlq_topic(group)
-        self.in_flight = 0
 
     @property
     def topics(self) -> list[str]:
         return [self.origin_topic, *self.retry_topics]
 
-    async def on_message(self, message: _Message) -> None:
-        """Entry point: FastStream calls this for every record of the group's topics."""
-        record: ConsumerRecord[bytes, bytes] = message.raw_message
-        headers = decode_headers(record.headers)
-        tier = tier_of(record.topic, self.group)
-        if tier and await self._defer_until_due(message, record, headers):
-            return
-        self.in_flight += 1
-        try:
-            await self._process(message, record, headers, tier)
-        finally:
-            self.in_flight -= 1
-
-    async def _process(
-        self,
-        message: _Message,
-        record: ConsumerRecord[bytes, bytes],
-        headers: dict[str, str],
-        tier: int,
-    ) -> None:
-        attempt = _int_header(headers, Header.ATTEMPTS) + 1
-        parent = propagate.extract(headers)
-        with _tracer.start_as_current_span(
-            f"{self.spec.name} process",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": record.topic,
-                "messaging.consumer.group.name": self.group,
-                "messaging.message.id": headers.get(Header.ID, ""),
-                "mainstay.task_id": headers.get(Header.CORRELATION_ID, ""),
-                "mainstay.attempt": attempt,
-            },
-        ):
+    async def on_batch(self, message: Any) -> None:
+        """Entry point: FastStream calls this with every polled batch of the group's topics."""
+        raw = message.raw_message
+        records: Sequence[ConsumerRecord[bytes, bytes]] = raw if isinstance(raw, tuple) else (raw,)
+        kafka_consumer = getattr(message, "consumer", None)
+        items: list[_Item[P]] = [
+            _Item(
+                record=record,
+                headers=decode_headers(record.headers),
+                tier=tier_of(record.topic, self.group),
+                partition=TopicPartition(record.topic, record.partition),
+            )
+            for record in records
+        ]
+        progress = _Progress(items)
+        group: list[_Item[P]] = []
+        for item in items:
+            if item.partition in progress.stopped:
+                continue
+            if self.bus.closing.is_set():
+                progress.stop(item, kafka_consumer)  # the next owner handles it
+                continue
+            if item.tier and await self._defer_until_due(item, kafka_consumer):
+                progress.stopped.add(item.partition)
+                continue
             try:
-                event = parse_event(
-                    self.spec,
-                    value=record.value,
-                    headers=headers,
-                    topic=record.topic,
-                    key=record.key,
-                    partition=record.partition,
-                    offset=record.offset,
-                    attempt=attempt,
-                )
+                item.event = self._parse(item)
             except InvalidMessage as exc:
-                await self._settle(message, self._dead_letter(record, headers, tier, attempt, exc))
+                await self._flush(group, progress, kafka_consumer)
+                group = []
+                await self._settle(
+                    item, progress, kafka_consumer, self._dead_letter(item, item_attempt(item), exc)
+                )
+                continue
+            if self.database is not None:
+                group.append(item)
+                if len(group) >= _MAX_GROUP:
+                    await self._flush(group, progress, kafka_consumer)
+                    group = []
+            else:
+                await self._handle_alone(item, progress, kafka_consumer)
+        await self._flush(group, progress, kafka_consumer)
+        await self._commit(kafka_consumer, progress.commit_offsets())
+
+    def _parse(self, item: _Item[P]) -> Event[P]:
+        record = item.record
+        return parse_event(
+            self.spec,
+            value=record.value,
+            headers=item.headers,
+            topic=record.topic,
+            key=record.key,
+            partition=record.partition,
+            offset=record.offset,
+            attempt=item_attempt(item),
+        )
+
+    # -- handling ----------------------------------------------------------------
+
+    async def _flush(self, group: list[_Item[P]], progress: _Progress, kafka_consumer: Any) -> None:
+        """Handle consecutive transactional messages, many per transaction."""
+        remaining = [item for item in group if item.partition not in progress.stopped]
+        while remaining:
+            if len(remaining) == 1:
+                await self._handle_alone(remaining[0], progress, kafka_consumer)
                 return
+            try:
+                handled, failure = await self._group_commit(remaining)
+            except Exception:  # noqa: BLE001 - the transaction itself failed: go one by one
+                _log.warning(
+                    "group commit in %s failed; handling one by one", self.group, exc_info=True
+                )
+                for item in remaining:
+                    if item.partition not in progress.stopped:
+                        await self._handle_alone(item, progress, kafka_consumer)
+                return
+            for item in remaining[:handled]:
+                progress.settle(item)
+            if failure is None:
+                return
+            failed, exc = remaining[handled], failure
+            assert failed.event is not None
+            await self._after_failure(failed, failed.event.attempt, exc, progress, kafka_consumer)
+            remaining = [
+                item for item in remaining[handled + 1 :] if item.partition not in progress.stopped
+            ]
+
+    async def _group_commit(self, group: list[_Item[P]]) -> tuple[int, Exception | None]:
+        """Run handlers in one transaction, each under a savepoint, until one fails.
+
+        Returns how many leading messages are now committed, and the exception of
+        the message after them (rolled back alone) or ``None`` when all succeeded.
+        """
+        assert self.database is not None
+        started = time.perf_counter()
+        outcomes: list[str] = []
+        failure: Exception | None = None
+        async with self.database.pool.acquire() as conn, conn.transaction():
+            fresh = await claim_inbox_many(
+                conn,
+                group=self.group,
+                events=[(item.event.id, item.record.topic) for item in group if item.event],
+            )
+            for item in group:
+                assert item.event is not None
+                if item.event.id not in fresh:
+                    outcomes.append("duplicate")
+                    continue
+                fresh.discard(item.event.id)  # a repeat inside the same batch is a duplicate too
+                # A savepoint per message undoes a failing handler alone. It is
+                # never released: that would cost a round trip and gain nothing,
+                # as ROLLBACK TO targets the newest savepoint of the name.
+                await conn.execute("SAVEPOINT mainstay_message")
+                try:
+                    with self._span(item):
+                        await self.handler(item.event, conn)
+                except Exception as exc:  # noqa: BLE001 - classified by the caller
+                    failure = exc
+                    await conn.execute("ROLLBACK TO SAVEPOINT mainstay_message")
+                    # claims of this message and of those not run yet must not commit
+                    unrun = {i.event.id for i in group[len(outcomes) :] if i.event}
+                    await conn.execute(
+                        "DELETE FROM inbox WHERE group_id = $1 AND event_id = ANY($2::text[])",
+                        self.group,
+                        list(unrun),
+                    )
+                    break
+                outcomes.append("handled")
+        seconds = (time.perf_counter() - started) / max(len(outcomes), 1)
+        for item, outcome in zip(group, outcomes, strict=False):
+            self.bus.observe(
+                "handled",
+                group=self.group,
+                topic=item.record.topic,
+                outcome=outcome,
+                seconds=seconds,
+            )
+        return len(outcomes), failure
+
+    async def _handle_alone(
+        self,
+        item: _Item[P],
+        progress: _Progress,
+        kafka_consumer: Any,
+        *,
+        attempt: int | None = None,
+    ) -> None:
+        """Handle one message with its own retries; settle it or rewind its partition."""
+        assert item.event is not None
+        attempt = attempt or item.event.attempt
+        with self._span(item):
             while True:
                 started = time.perf_counter()
                 try:
-                    outcome = await self._invoke(dataclasses.replace(event, attempt=attempt))
+                    outcome = await self._invoke(dataclasses.replace(item.event, attempt=attempt))
                 except Exception as exc:  # noqa: BLE001 - every failure is classified below
                     self.bus.observe(
                         "handled",
                         group=self.group,
-                        topic=record.topic,
+                        topic=item.record.topic,
                         outcome="failed",
                         seconds=time.perf_counter() - started,
                     )
                     if self._retry_in_place(exc, attempt):
                         if not await self._sleep(self.policy.blocking_delay(attempt)):
-                            await message.nack()  # shutting down: the next owner takes it
+                            progress.stop(item, kafka_consumer)  # shutting down
                             return
                         attempt += 1
                         continue
                     await self._settle(
-                        message, self._route_failure(record, headers, tier, attempt, exc)
+                        item, progress, kafka_consumer, self._route_failure(item, attempt, exc)
                     )
                     return
                 self.bus.observe(
                     "handled",
                     group=self.group,
-                    topic=record.topic,
+                    topic=item.record.topic,
                     outcome=outcome,
                     seconds=time.perf_counter() - started,
                 )
-                await self._ack(message)
+                progress.settle(item)
                 return
+
+    async def _after_failure(
+        self, item: _Item[P], attempt: int, exc: Exception, progress: _Progress, kafka_consumer: Any
+    ) -> None:
+        """Continue after attempt ``attempt`` of ``item`` failed inside a group."""
+        self.bus.observe(
+            "handled", group=self.group, topic=item.record.topic, outcome="failed", seconds=0.0
+        )
+        if self._retry_in_place(exc, attempt):
+            if not await self._sleep(self.policy.blocking_delay(attempt)):
+                progress.stop(item, kafka_consumer)
+                return
+            await self._handle_alone(item, progress, kafka_consumer, attempt=attempt + 1)
+            return
+        await self._settle(item, progress, kafka_consumer, self._route_failure(item, attempt, exc))
 
     async def _invoke(self, event: Event[P]) -> str:
         if self.database is None:
@@ -204,6 +358,21 @@ class Consumer(Generic[P]):
                 return "duplicate"
             await self.handler(event, conn)
         return "handled"
+
+    def _span(self, item: _Item[P]) -> contextlib.AbstractContextManager[Any]:
+        headers = item.headers
+        return _tracer.start_as_current_span(
+            f"{self.spec.name} process",
+            context=propagate.extract(headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": item.record.topic,
+                "messaging.consumer.group.name": self.group,
+                "messaging.message.id": headers.get(Header.ID, ""),
+                "mainstay.task_id": headers.get(Header.CORRELATION_ID, ""),
+            },
+        )
 
     def _retry_in_place(self, exc: Exception, attempt: int) -> bool:
         return (
@@ -219,70 +388,57 @@ class Consumer(Generic[P]):
             await asyncio.wait_for(self.bus.closing.wait(), timeout=seconds)
         return not self.bus.closing.is_set()
 
-    async def _defer_until_due(
-        self, message: _Message, record: ConsumerRecord[bytes, bytes], headers: dict[str, str]
-    ) -> bool:
+    async def _defer_until_due(self, item: _Item[P], kafka_consumer: Any) -> bool:
         """Hold a retried message until its not-before time; True when deferred."""
-        delay = _int_header(headers, Header.NOT_BEFORE) / 1000 - time.time()
+        delay = _int_header(item.headers, Header.NOT_BEFORE) / 1000 - time.time()
         if delay <= 0:
             return False
-        consumer = getattr(message, "consumer", None)
-        if consumer is None or not hasattr(consumer, "pause"):
+        if kafka_consumer is None or not hasattr(kafka_consumer, "pause"):
             # The in-memory test broker has no partitions to pause: wait in place.
             await self._sleep(delay)
             return False
-        partition = TopicPartition(record.topic, record.partition)
-        consumer.pause(partition)
-        await message.nack()  # rewinds this partition to the deferred record
-        asyncio.get_running_loop().call_later(delay, _resume, consumer, partition)
+        kafka_consumer.pause(item.partition)
+        kafka_consumer.seek(item.partition, item.record.offset)
+        asyncio.get_running_loop().call_later(delay, _resume, kafka_consumer, item.partition)
         return True
 
-    async def _route_failure(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        headers: dict[str, str],
-        tier: int,
-        attempt: int,
-        exc: Exception,
-    ) -> None:
+    # -- failures ----------------------------------------------------------------
+
+    async def _route_failure(self, item: _Item[P], attempt: int, exc: Exception) -> None:
         if not is_retryable(exc):
-            await self._dead_letter(record, headers, tier, attempt, exc)
+            await self._dead_letter(item, attempt, exc)
             return
-        if self.policy.blocking or tier >= self.policy.tiers:
-            await self._dead_letter(record, headers, tier, attempt, exc, error_class="exhausted")
+        if self.policy.blocking or item.tier >= self.policy.tiers:
+            await self._dead_letter(item, attempt, exc, error_class="exhausted")
             return
-        delay = self.policy.tier_delays[tier]
+        delay = self.policy.tier_delays[item.tier]
         if isinstance(exc, MainstayError) and exc.retry_after:
             delay = max(delay, exc.retry_after)
-        forward = {**headers, **_origin(record, headers, tier)}
+        forward = {**item.headers, **_origin(item)}
         forward[Header.ATTEMPTS] = str(attempt)
         forward[Header.NOT_BEFORE] = str(int((time.time() + delay) * 1000))
         _log.warning(
             "retrying %s (ce_id %s) in tier %d after attempt %d: %s",
             self.group,
-            headers.get(Header.ID),
-            tier + 1,
+            item.headers.get(Header.ID),
+            item.tier + 1,
             attempt,
             _describe(exc),
         )
         await self.bus.send_raw(
-            self.retry_topics[tier], key=record.key, value=record.value, headers=forward
+            self.retry_topics[item.tier],
+            key=item.record.key,
+            value=item.record.value,
+            headers=forward,
         )
-        self.bus.observe("retried", group=self.group, tier=str(tier + 1))
+        self.bus.observe("retried", group=self.group, tier=str(item.tier + 1))
 
     async def _dead_letter(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        headers: dict[str, str],
-        tier: int,
-        attempt: int,
-        exc: Exception,
-        *,
-        error_class: str | None = None,
+        self, item: _Item[P], attempt: int, exc: Exception, *, error_class: str | None = None
     ) -> None:
         error_class = error_class or ("invalid" if isinstance(exc, InvalidMessage) else "permanent")
-        letter = {k: v for k, v in headers.items() if k != Header.NOT_BEFORE}
-        letter.update(_origin(record, headers, tier))
+        letter = {k: v for k, v in item.headers.items() if k != Header.NOT_BEFORE}
+        letter.update(_origin(item))
         letter.update(
             {
                 Header.ERROR_CLASS: error_class,
@@ -295,32 +451,38 @@ class Consumer(Generic[P]):
         _log.error(
             "dead-lettering %s (ce_id %s) to %s after %d attempt(s), %s: %s",
             self.group,
-            headers.get(Header.ID),
+            item.headers.get(Header.ID),
             self.dlq_topic,
             attempt,
             error_class,
             _describe(exc),
         )
-        await self.bus.send_raw(self.dlq_topic, key=record.key, value=record.value, headers=letter)
+        await self.bus.send_raw(
+            self.dlq_topic, key=item.record.key, value=item.record.value, headers=letter
+        )
         self.bus.observe("dead_lettered", group=self.group, error_class=error_class)
 
-    async def _settle(self, message: _Message, outcome: Awaitable[None]) -> None:
-        """Acknowledge once ``outcome`` (a retry or DLQ copy) is durable, else rewind."""
+    async def _settle(
+        self, item: _Item[P], progress: _Progress, kafka_consumer: Any, outcome: Awaitable[None]
+    ) -> None:
+        """Settle ``item`` once its retry/DLQ copy is durable; else rewind its partition."""
         try:
             await outcome
-        except Exception:  # noqa: BLE001 - any failure to write the copy means: do not ack
+        except Exception:  # noqa: BLE001 - any failure to write the copy means: do not commit
             _log.exception(
                 "could not write the retry/DLQ copy for %s; the message will be redelivered",
                 self.group,
             )
+            progress.stop(item, kafka_consumer)
             await self._sleep(self.redelivery_backoff)
-            await message.nack()
             return
-        await self._ack(message)
+        progress.settle(item)
 
-    async def _ack(self, message: _Message) -> None:
+    async def _commit(self, kafka_consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets or kafka_consumer is None:
+            return
         try:
-            await message.ack()
+            await kafka_consumer.commit(offsets)
         except Exception:  # noqa: BLE001 - a failed commit only costs a redelivery
             # Lost the partition (rebalance) or the broker: the next owner
             # redelivers, and the inbox makes that redelivery a no-op.
@@ -329,25 +491,29 @@ class Consumer(Generic[P]):
             )
 
 
+def item_attempt(item: _Item[Any]) -> int:
+    """The attempt this delivery is: one more than the attempts recorded on the message."""
+    return _int_header(item.headers, Header.ATTEMPTS) + 1
+
+
 def _resume(consumer: Any, partition: TopicPartition) -> None:
     # The partition may have moved to another member meanwhile; it then resumes there.
     with contextlib.suppress(Exception):
         consumer.resume(partition)
 
 
-def _origin(
-    record: ConsumerRecord[bytes, bytes], headers: dict[str, str], tier: int
-) -> dict[str, str]:
-    if tier and Header.ORIGIN_TOPIC in headers:
+def _origin(item: _Item[Any]) -> dict[str, str]:
+    headers = item.headers
+    if item.tier and Header.ORIGIN_TOPIC in headers:
         return {
             name: headers[name]
             for name in (Header.ORIGIN_TOPIC, Header.ORIGIN_PARTITION, Header.ORIGIN_OFFSET)
             if name in headers
         }
     return {
-        Header.ORIGIN_TOPIC: record.topic,
-        Header.ORIGIN_PARTITION: str(record.partition),
-        Header.ORIGIN_OFFSET: str(record.offset),
+        Header.ORIGIN_TOPIC: item.record.topic,
+        Header.ORIGIN_PARTITION: str(item.record.partition),
+        Header.ORIGIN_OFFSET: str(item.record.offset),
     }
 
 

@@ -107,14 +107,16 @@ def build_message(
             f"{spec.name}: payload must be {spec.payload.__name__}, not {type(payload).__name__}"
         )
     try:
-        model = spec.payload.model_validate(
-            payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
-        )
+        if isinstance(payload, BaseModel):
+            value = payload.model_dump_json().encode()
+            model = spec.payload.model_validate_json(value)
+        else:
+            model = spec.payload.model_validate(payload)
+            value = model.model_dump_json().encode()
     except ValidationError as exc:
         raise InvalidMessage(
             f"{spec.name}: invalid {spec.payload.__name__}: {describe_validation_error(exc)}"
         ) from exc
-    value = model.model_dump_json().encode()
     message_key = key if key is not None else spec.key_of(model)
     headers: dict[str, str] = {
         Header.SPECVERSION: CE_SPECVERSION_VALUE,

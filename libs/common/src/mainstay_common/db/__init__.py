@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from mainstay_common.db._database import Connection, Database, Migration, load_migrations
-from mainstay_common.db._inbox import claim_inbox, purge_inbox
+from mainstay_common.db._inbox import claim_inbox, claim_inbox_many, purge_inbox
 from mainstay_common.db._outbox import Outbox, OutboxRelay
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Outbox",
     "OutboxRelay",
     "claim_inbox",
+    "claim_inbox_many",
     "load_migrations",
     "purge_inbox",
 ]

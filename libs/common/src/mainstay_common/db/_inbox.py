@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 from mainstay_common.errors import map_asyncpg_errors
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import timedelta
 
     from mainstay_common.db._database import Connection
 
-__all__ = ["claim_inbox", "purge_inbox"]
+__all__ = ["claim_inbox", "claim_inbox_many", "purge_inbox"]
 
 
 async def claim_inbox(conn: Connection, *, group: str, event_id: str, topic: str) -> bool:
@@ -33,6 +34,25 @@ async def claim_inbox(conn: Connection, *, group: str, event_id: str, topic: str
             topic,
         )
     return status == "INSERT 0 1"
+
+
+async def claim_inbox_many(
+    conn: Connection, *, group: str, events: Sequence[tuple[str, str]]
+) -> set[str]:
+    """Claim many ``(event_id, topic)`` at once; returns the ids that were not claimed before.
+
+    One round trip for a whole batch; must run inside the batch's transaction.
+    """
+    with map_asyncpg_errors():
+        rows = await conn.fetch(
+            "INSERT INTO inbox (group_id, event_id, topic)"
+            " SELECT $1, e.event_id, e.topic FROM unnest($2::text[], $3::text[]) AS e(event_id, topic)"
+            " ON CONFLICT (group_id, event_id) DO NOTHING RETURNING event_id",
+            group,
+            [event_id for event_id, _ in events],
+            [topic for _, topic in events],
+        )
+    return {row["event_id"] for row in rows}
 
 
 async def purge_inbox(conn: Connection, *, older_than: timedelta) -> int:
