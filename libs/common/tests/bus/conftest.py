@@ -70,7 +70,7 @@ def order(order_id: str, amount: int = 1, note: str = "") -> Order:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, count: int, timeout: float = 20.0
+    bootstrap: str, topic: str, *, count: int, wait_s: float = 20.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``count`` records from the start of ``topic`` (fails the test on timeout)."""
     consumer = AIOKafkaConsumer(
@@ -78,7 +78,7 @@ async def read_topic(
     )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_s
     try:
         while len(records) < count and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
@@ -112,40 +112,9 @@ def valid_headers(event_id: str) -> list[tuple[str, bytes]]:
     ]
 
 
-async def wait_for(predicate: Callable[[], bool], *, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Callable[[], bool], *, wait_s: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + wait_s
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         await asyncio.sleep(0.05)
-
-
-# TEMP until the plugin lands
-import os
-import uuid
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    return os.environ["MAINSTAY_KAFKA_BOOTSTRAP"]
-
-
-@pytest.fixture(scope="session")
-def postgres_dsn() -> str:
-    return os.environ["MAINSTAY_POSTGRES_DSN"]
-
-
-@pytest.fixture
-def topic_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:8]}."
-
-
-@pytest.fixture
-async def pg_schema(postgres_dsn: str):
-    import asyncpg
-
-    name = f"t_{uuid.uuid4().hex[:8]}"
-    yield name
-    conn = await asyncpg.connect(postgres_dsn)
-    await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    await conn.close()

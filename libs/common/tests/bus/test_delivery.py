@@ -9,6 +9,7 @@ import pytest
 
 from mainstay_common.bus import Event, dlq_topic, retry_topic
 from mainstay_common.errors import DependencyTimeout, DependencyUnavailable, RuleViolation
+from mainstay_common.settings import RetrySettings
 from mainstay_contracts import DLQ_HEADERS, Header
 
 from .conftest import ORDERS, Order, order, produce_raw, read_topic, valid_headers, wait_for
@@ -101,7 +102,7 @@ async def test_exhausted_retries_end_in_the_dlq_with_every_header(
     async with bus:
         event_id = await bus.publish(ORDERS, order("o-9", 42, note="keep me"), correlation_id="t-9")
         group = f"{topic_prefix}shop.broken"
-        [letter] = await read_topic(kafka_bootstrap, dlq_topic(group), count=1, timeout=30)
+        [letter] = await read_topic(kafka_bootstrap, dlq_topic(group), count=1, wait_s=30)
     assert calls == [1, 2, 3, 4]
     headers = _headers(letter)
     for name in DLQ_HEADERS:
@@ -227,13 +228,11 @@ async def test_poison_message_does_not_stall_its_partition(
         await wait_for(lambda: len(handled) == 3, what="messages behind the poison")
         assert handled == ["after-0", "after-1", "after-2"]
         await read_topic(
-            kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.orders"), count=2, timeout=30
+            kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.orders"), count=2, wait_s=30
         )
 
 
 async def test_waiting_retry_does_not_block_newer_messages(make_bus, topic_prefix) -> None:
-    from mainstay_common.settings import RetrySettings
-
     bus = make_bus(retry=RetrySettings(tier_delays_s=[1.5], redelivery_backoff_s=0.2))
     order_of_events: list[tuple[str, int]] = []
 

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mainstay_common.bus import Event, OutgoingMessage
 from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Migration, Outbox, OutboxRelay
-from mainstay_common.errors import DependencyUnavailable, InvalidMessage
+from mainstay_common.errors import DependencyUnavailable, InvalidMessage, RuleViolation
 from mainstay_common.settings import PostgresSettings
 
 from .conftest import ORDERS, Order, order, read_topic, wait_for
@@ -18,6 +17,7 @@ from .conftest import ORDERS, Order, order, read_topic, wait_for
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
+    from mainstay_common.bus import Event, OutgoingMessage
     from mainstay_common.db import Connection
 
 pytestmark = pytest.mark.real
@@ -196,10 +196,14 @@ async def test_crash_after_publish_is_deduplicated_by_the_consumer_inbox(
 async def test_rolled_back_transaction_publishes_nothing(make_bus, database: Database) -> None:
     bus = make_bus()
     outbox = Outbox(database)
-    with pytest.raises(ZeroDivisionError):
+
+    async def change_then_fail() -> None:
         async with database.pool.acquire() as tx, tx.transaction():
             await outbox.add(tx, bus.message(ORDERS, order("o-9")))
-            _ = 1 / 0
+            raise RuleViolation("the state change is refused")
+
+    with pytest.raises(RuleViolation):
+        await change_then_fail()
     assert await OutboxRelay(database, bus.send_many).pending() == 0
 
 

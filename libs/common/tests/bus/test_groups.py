@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
 
-from mainstay_common.bus import Event
-
 from .conftest import ORDERS, Order, order, wait_for
+
+if TYPE_CHECKING:
+    from mainstay_common.bus import Event
 
 pytestmark = pytest.mark.real
 
@@ -53,7 +55,8 @@ async def test_two_instances_share_partitions_and_one_takes_over(make_bus, topic
             await wait_for(
                 lambda: len(handled["a"]) + len(handled["b"]) >= len(ids), what="the first batch"
             )
-            assert handled["a"] and handled["b"], handled
+            assert handled["a"], handled
+            assert handled["b"], handled
             assert sorted(handled["a"] + handled["b"]) == sorted(ids)
         finally:
             await b.close()

@@ -76,6 +76,11 @@ class TopicSpec(Generic[P]):
             )
         if self.partitions < 1:
             raise ValueError(f"topic {self.name!r}: partitions must be >= 1")
+        if self.retention_ms is not None and self.retention_ms != -1 and self.retention_ms < 1:
+            raise ValueError(
+                f"topic {self.name!r}: retention_ms must be positive, -1 (forever) or None "
+                "(the broker default)"
+            )
 
     @property
     def major_version(self) -> int:
@@ -111,7 +116,11 @@ class TopicRegistry:
     def register(self, spec: TopicSpec[P]) -> TopicSpec[P]:
         existing = self._topics.get(spec.name)
         if existing is not None and existing != spec:
-            raise ValueError(f"topic {spec.name!r} is declared twice")
+            raise ValueError(
+                f"topic {spec.name!r} is declared twice (payloads "
+                f"{_qualified(existing.payload)} and {_qualified(spec.payload)}); "
+                "declare each topic once and import its spec"
+            )
         self._topics[spec.name] = spec
         return spec
 
@@ -129,6 +138,10 @@ class TopicRegistry:
 
     def __len__(self) -> int:
         return len(self._topics)
+
+
+def _qualified(model: type[BaseModel]) -> str:
+    return f"{model.__module__}.{model.__qualname__}"
 
 
 REGISTRY = TopicRegistry()

@@ -1,5 +1,13 @@
 """Mainstay's error tree; see :mod:`mainstay_common.errors._base` for the diagram."""
 
+from mainstay_common.errors._adapters import (
+    ErrorMapper,
+    grpc_status_for,
+    http_status_for,
+    map_asyncpg_errors,
+    map_grpc_errors,
+    map_httpx_errors,
+)
 from mainstay_common.errors._base import (
     AlreadyExists,
     BusAction,
@@ -24,6 +32,7 @@ __all__ = [
     "Conflict",
     "DependencyTimeout",
     "DependencyUnavailable",
+    "ErrorMapper",
     "InvalidArgument",
     "InvalidMessage",
     "MainstayError",
@@ -33,5 +42,10 @@ __all__ = [
     "RetryableError",
     "RuleViolation",
     "Unauthenticated",
+    "grpc_status_for",
+    "http_status_for",
     "is_retryable",
+    "map_asyncpg_errors",
+    "map_grpc_errors",
+    "map_httpx_errors",
 ]

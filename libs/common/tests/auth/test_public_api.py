@@ -1,0 +1,37 @@
+"""The exported names are the contract: adding or removing one must be deliberate."""
+
+from __future__ import annotations
+
+import mainstay_common.auth
+import mainstay_common.auth.devkeys
+
+
+def test_auth_exports() -> None:
+    assert sorted(mainstay_common.auth.__all__) == [
+        "AuthInterceptor",
+        "DEFAULT_AUDIENCE",
+        "DEFAULT_EXEMPT_METHODS",
+        "DEFAULT_ISSUER",
+        "JwksCache",
+        "Principal",
+        "RevocationCheck",
+        "TokenSigner",
+        "TokenVerifier",
+        "attach_verifier",
+        "bind_principal",
+        "current_principal",
+        "parse_bearer",
+        "require_principal",
+        "requires_scope",
+        "scope_grants",
+        "set_current_principal",
+    ]
+    assert all(hasattr(mainstay_common.auth, name) for name in mainstay_common.auth.__all__)
+
+
+def test_devkeys_exports() -> None:
+    assert sorted(mainstay_common.auth.devkeys.__all__) == [
+        "ADMIN_TOKEN_TTL",
+        "DevCredentials",
+        "ensure_dev_credentials",
+    ]

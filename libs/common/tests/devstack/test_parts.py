@@ -1,0 +1,127 @@
+"""The stack's building blocks that need no running server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import psutil
+import pytest
+
+import mainstay_common.devstack as devstack
+from mainstay_common.devstack import (
+    ProcessRecord,
+    StackError,
+    StackHome,
+    discover_services,
+    resolve_home,
+)
+from mainstay_common.devstack._broker import split_host_port
+from mainstay_common.devstack._postgres import redact_dsn
+from mainstay_common.devstack._process import live_process, load_record, save_record, tail
+from mainstay_common.devstack._services import service_environment
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_public_names_are_stable() -> None:
+    assert sorted(devstack.__all__) == sorted(
+        [
+            "BROKER",
+            "DEFAULT_KAFKA_PORT",
+            "DEFAULT_PG_PORT",
+            "HOME_ENV",
+            "POSTGRES",
+            "ComponentKind",
+            "ComponentState",
+            "ComponentStatus",
+            "EmbeddedStack",
+            "ProcessRecord",
+            "ServiceSpec",
+            "StackError",
+            "StackHome",
+            "discover_services",
+            "free_port",
+            "resolve_home",
+        ]
+    )
+
+
+def test_home_is_mainstay_home_or_dot_mainstay(tmp_path: Path) -> None:
+    assert resolve_home(tmp_path, {}) == tmp_path.resolve() / ".mainstay"
+    assert resolve_home(tmp_path, {"MAINSTAY_HOME": str(tmp_path / "x")}) == tmp_path / "x"
+
+
+def test_a_record_survives_the_round_trip(tmp_path: Path) -> None:
+    record = ProcessRecord("broker", 42, 1700000000.25, "127.0.0.1:1", ("tansu", "broker"))
+    save_record(tmp_path / "broker.pid", record)
+    assert load_record(tmp_path / "broker.pid") == record
+    (tmp_path / "junk.pid").write_text("not json")
+    assert load_record(tmp_path / "junk.pid") is None
+    assert not (tmp_path / "junk.pid").exists()
+
+
+def test_a_reused_pid_is_not_our_process() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = psutil.Process(child.pid).create_time()
+        ours = ProcessRecord("x", child.pid, start, "")
+        reused = ProcessRecord("x", child.pid, start - 1.0, "")
+        assert live_process(ours) is not None
+        assert live_process(reused) is None
+    finally:
+        child.kill()
+        child.wait(10)
+    assert live_process(ours) is None
+
+
+def test_services_are_folders_with_a_main_module(fake_repo: Path) -> None:
+    [service] = discover_services(fake_repo)
+    assert (service.name, service.module) == ("fake-svc", "mainstay_fake_svc")
+    assert service.command()[1:] == ["-m", "mainstay_fake_svc"]
+    assert discover_services(fake_repo / "nowhere") == []
+
+
+def test_a_service_gets_the_stack_addresses(fake_repo: Path, tmp_path: Path) -> None:
+    [service] = discover_services(fake_repo)
+    env = service_environment(
+        service,
+        {"PYTHONPATH": "/elsewhere", "MAINSTAY_AUTH_JWKS_FILE": "/keys.json"},
+        home=tmp_path,
+        kafka_bootstrap="127.0.0.1:1",
+        postgres_dsn="postgresql://x@127.0.0.1:2/x",
+        topic_prefix="p.",
+    )
+    assert env["MAINSTAY_KAFKA_BOOTSTRAP"] == "127.0.0.1:1"
+    assert env["MAINSTAY_POSTGRES_DSN"] == "postgresql://x@127.0.0.1:2/x"
+    assert env["MAINSTAY_KAFKA_TOPIC_PREFIX"] == "p."
+    assert env["MAINSTAY_AUTH_JWKS_FILE"] == "/keys.json"  # the developer's choice wins
+    assert env["PYTHONPATH"].split(":") == [str(service.src), "/elsewhere"]
+
+
+def test_addresses_are_parsed_and_passwords_hidden() -> None:
+    assert split_host_port("h1:9092,h2:9092") == ("h1", 9092)
+    with pytest.raises(StackError):
+        split_host_port("no-port")
+    assert redact_dsn("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact_dsn("postgresql://u@h:5432/db") == "postgresql://u@h:5432/db"
+
+
+def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text("".join(f"line {i}\n" for i in range(10_000)))
+    assert tail(log, 3) == ["line 9997", "line 9998", "line 9999"]
+    assert tail(tmp_path / "missing.log") == []
+
+
+def test_home_layout(tmp_path: Path) -> None:
+    home = StackHome(tmp_path / "h")
+    home.prepare()
+    assert home.log_file("postgres") == home.pgdata / "server.log"
+    assert home.log_file("memory") == home.logs / "memory.log"
+    assert (home.root / ".gitignore").read_text() == "*\n"
+    save_record(home.pid_file("b"), ProcessRecord("b", 1, 0.0, ""))
+    save_record(home.pid_file("a"), ProcessRecord("a", 1, 0.0, ""))
+    assert home.recorded_names() == ["a", "b"]
