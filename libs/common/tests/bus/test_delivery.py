@@ -6,10 +6,12 @@ import json
 import time
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from mainstay_common.bus import Event, dlq_topic, retry_topic
 from mainstay_common.errors import DependencyTimeout, DependencyUnavailable, RuleViolation
 from mainstay_common.settings import RetrySettings
+from mainstay_common.telemetry.metrics import BusMetrics
 from mainstay_contracts import DLQ_HEADERS, Header
 
 from .conftest import ORDERS, Order, order, produce_raw, read_topic, valid_headers, wait_for
@@ -91,7 +93,8 @@ async def test_retryable_failure_goes_through_tiers_and_succeeds_once(
 async def test_exhausted_retries_end_in_the_dlq_with_every_header(
     make_bus, kafka_bootstrap, topic_prefix
 ) -> None:
-    bus = make_bus()
+    registry = CollectorRegistry()
+    bus = make_bus(metrics=BusMetrics(registry))
     calls: list[int] = []
 
     @bus.subscriber(ORDERS, handler="broken")
@@ -104,6 +107,20 @@ async def test_exhausted_retries_end_in_the_dlq_with_every_header(
         group = f"{topic_prefix}shop.broken"
         [letter] = await read_topic(kafka_bootstrap, dlq_topic(group), count=1, wait_s=30)
     assert calls == [1, 2, 3, 4]
+    group = f"{topic_prefix}shop.broken"
+    for tier in ("1", "2", "3"):
+        assert (
+            registry.get_sample_value(
+                "mainstay_messages_retried_total", {"group": group, "tier": tier}
+            )
+            == 1
+        )
+    assert (
+        registry.get_sample_value(
+            "mainstay_messages_dead_lettered_total", {"group": group, "error_class": "exhausted"}
+        )
+        == 1
+    )
     headers = _headers(letter)
     for name in DLQ_HEADERS:
         assert name in headers, name

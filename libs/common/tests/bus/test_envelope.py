@@ -19,7 +19,6 @@ from .conftest import ORDERS, order
 def test_public_names_are_stable() -> None:
     assert bus.__all__ == [
         "Bus",
-        "BusObserver",
         "Consumer",
         "Event",
         "Handler",

@@ -1,6 +1,6 @@
 """The message bus: validated, enveloped publishing and consumers with retry tiers, DLQ and inbox."""
 
-from mainstay_common.bus._bus import Bus, BusObserver
+from mainstay_common.bus._bus import Bus
 from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
 from mainstay_common.bus._envelope import (
     Event,
@@ -13,7 +13,6 @@ from mainstay_common.bus._routing import RetryPolicy, dlq_topic, group_id, retry
 
 __all__ = [
     "Bus",
-    "BusObserver",
     "Consumer",
     "Event",
     "Handler",

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002 - FastStream resolves handler annotations at runtime
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
@@ -28,6 +29,7 @@ from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message
 from mainstay_common.bus._routing import RetryPolicy, group_id
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.settings import KafkaSettings, RetrySettings
+from mainstay_common.telemetry.metrics import BusMetrics
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,24 +39,12 @@ if TYPE_CHECKING:
     from mainstay_common.db import Database
     from mainstay_contracts import TopicSpec
 
-__all__ = ["Bus", "BusObserver"]
+__all__ = ["Bus"]
 
 P = TypeVar("P", bound=BaseModel)
 _log = logging.getLogger("mainstay.bus")
 _DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000
 _TOPIC_ALREADY_EXISTS = 36
-
-
-class BusObserver:
-    """Receives the bus's counters; the default records nothing.
-
-    ``name`` is one of ``handled`` (labels group, topic, outcome, seconds),
-    ``retried`` (group, tier), ``dead_lettered`` (group, error_class) and
-    ``published`` (topic).
-    """
-
-    def observe(self, name: str, **labels: Any) -> None:
-        """Record one occurrence; override to export metrics."""
 
 
 class Bus:
@@ -68,14 +58,16 @@ class Bus:
         retry: RetrySettings | None = None,
         instance_id: str = "",
         shutdown_grace_s: float = 20.0,
-        observer: BusObserver | None = None,
+        metrics: BusMetrics | None = None,
     ) -> None:
         self.service = service
         self.kafka = kafka or KafkaSettings()
         self.retry = retry or RetrySettings()
         self.source = f"mainstay/{service}/{instance_id}" if instance_id else f"mainstay/{service}"
         self.closing = asyncio.Event()
-        self._observer = observer or BusObserver()
+        # A service passes the metrics on its /metrics registry; otherwise they
+        # are still kept, on a registry of this bus alone.
+        self.metrics = metrics or BusMetrics(CollectorRegistry())
         self._consumers: list[Consumer[Any]] = []
         self._subscribers: dict[str, Any] = {}
         self._started = False
@@ -267,9 +259,10 @@ class Bus:
 
     async def send_many(self, messages: Iterable[OutgoingMessage]) -> None:
         """Send in order, pipelined; returns when the broker acknowledged all of them."""
-        futures = []
-        for message in messages:
-            futures.append(
+        self._require_started()
+        batch = list(messages)
+        try:
+            futures = [
                 await self.broker.publish(
                     message.value,
                     message.topic,
@@ -278,26 +271,32 @@ class Bus:
                     correlation_id=message.event_id,
                     no_confirm=True,
                 )
-            )
-            self.observe("published", topic=message.topic)
-        await asyncio.gather(*futures)
+                for message in batch
+            ]
+            await asyncio.gather(*futures)
+        except Exception as exc:
+            raise DependencyUnavailable(
+                f"could not publish {len(batch)} message(s): {exc}"
+            ) from exc
+        for message in batch:
+            self.metrics.message_published(topic=message.topic)
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("the bus is not started; use 'async with bus'")
 
     async def send_raw(
         self, topic: str, *, key: bytes | None, value: bytes | None, headers: dict[str, str]
     ) -> None:
         """Send bytes as they are (retry tiers and dead letters keep the original)."""
-        if not self._started:
-            raise RuntimeError("the bus is not started; use 'async with bus'")
+        self._require_started()
         try:
             await self.broker.publish(
                 value, topic, key=key, headers=headers, correlation_id=headers.get("ce_id")
             )
         except Exception as exc:
             raise DependencyUnavailable(f"could not publish to {topic}: {exc}") from exc
-        self.observe("published", topic=topic)
-
-    def observe(self, name: str, **labels: Any) -> None:
-        self._observer.observe(name, **labels)
+        self.metrics.message_published(topic=topic)
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from mainstay_common.bus._envelope import Event, decode_headers, parse_event
 from mainstay_common.bus._routing import RetryPolicy, dlq_topic, retry_topic, tier_of
 from mainstay_common.db._inbox import claim_inbox, claim_inbox_many
 from mainstay_common.errors import InvalidMessage, MainstayError, is_retryable
+from mainstay_common.telemetry.metrics import ConsumeOutcome
 from mainstay_contracts import Header
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from aiokafka import ConsumerRecord
 
     from mainstay_common.db import Connection, Database
+    from mainstay_common.telemetry.metrics import BusMetrics
     from mainstay_contracts import TopicSpec
 
 __all__ = ["Consumer", "Handler", "Sender", "TransactionalHandler"]
@@ -78,7 +80,8 @@ class Sender(Protocol):
         self, topic: str, *, key: bytes | None, value: bytes | None, headers: dict[str, str]
     ) -> None: ...
 
-    def observe(self, name: str, **labels: Any) -> None: ...
+    @property
+    def metrics(self) -> BusMetrics: ...
 
 
 @dataclasses.dataclass
@@ -246,7 +249,7 @@ class Consumer(Generic[P]):
         """
         assert self.database is not None
         started = time.perf_counter()
-        outcomes: list[str] = []
+        outcomes: list[ConsumeOutcome] = []
         failure: Exception | None = None
         async with self.database.pool.acquire() as conn, conn.transaction():
             fresh = await claim_inbox_many(
@@ -257,7 +260,7 @@ class Consumer(Generic[P]):
             for item in group:
                 assert item.event is not None
                 if item.event.id not in fresh:
-                    outcomes.append("duplicate")
+                    outcomes.append(ConsumeOutcome.DUPLICATE)
                     continue
                 fresh.discard(item.event.id)  # a repeat inside the same batch is a duplicate too
                 # A savepoint per message undoes a failing handler alone. It is
@@ -278,16 +281,10 @@ class Consumer(Generic[P]):
                         list(unrun),
                     )
                     break
-                outcomes.append("handled")
+                outcomes.append(ConsumeOutcome.OK)
         seconds = (time.perf_counter() - started) / max(len(outcomes), 1)
         for item, outcome in zip(group, outcomes, strict=False):
-            self.bus.observe(
-                "handled",
-                group=self.group,
-                topic=item.record.topic,
-                outcome=outcome,
-                seconds=seconds,
-            )
+            self._count(item, outcome, seconds)
         return len(outcomes), failure
 
     async def _handle_alone(
@@ -307,13 +304,7 @@ class Consumer(Generic[P]):
                 try:
                     outcome = await self._invoke(dataclasses.replace(item.event, attempt=attempt))
                 except Exception as exc:  # noqa: BLE001 - every failure is classified below
-                    self.bus.observe(
-                        "handled",
-                        group=self.group,
-                        topic=item.record.topic,
-                        outcome="failed",
-                        seconds=time.perf_counter() - started,
-                    )
+                    self._count(item, None, time.perf_counter() - started)
                     if self._retry_in_place(exc, attempt):
                         if not await self._sleep(self.policy.blocking_delay(attempt)):
                             progress.stop(item, kafka_consumer)  # shutting down
@@ -324,13 +315,7 @@ class Consumer(Generic[P]):
                         item, progress, kafka_consumer, self._route_failure(item, attempt, exc)
                     )
                     return
-                self.bus.observe(
-                    "handled",
-                    group=self.group,
-                    topic=item.record.topic,
-                    outcome=outcome,
-                    seconds=time.perf_counter() - started,
-                )
+                self._count(item, outcome, time.perf_counter() - started)
                 progress.settle(item)
                 return
 
@@ -338,9 +323,6 @@ class Consumer(Generic[P]):
         self, item: _Item[P], attempt: int, exc: Exception, progress: _Progress, kafka_consumer: Any
     ) -> None:
         """Continue after attempt ``attempt`` of ``item`` failed inside a group."""
-        self.bus.observe(
-            "handled", group=self.group, topic=item.record.topic, outcome="failed", seconds=0.0
-        )
         if self._retry_in_place(exc, attempt):
             if not await self._sleep(self.policy.blocking_delay(attempt)):
                 progress.stop(item, kafka_consumer)
@@ -349,15 +331,22 @@ class Consumer(Generic[P]):
             return
         await self._settle(item, progress, kafka_consumer, self._route_failure(item, attempt, exc))
 
-    async def _invoke(self, event: Event[P]) -> str:
+    async def _invoke(self, event: Event[P]) -> ConsumeOutcome:
         if self.database is None:
             await self.handler(event)
-            return "handled"
+            return ConsumeOutcome.OK
         async with self.database.pool.acquire() as conn, conn.transaction():
             if not await claim_inbox(conn, group=self.group, event_id=event.id, topic=event.topic):
-                return "duplicate"
+                return ConsumeOutcome.DUPLICATE
             await self.handler(event, conn)
-        return "handled"
+        return ConsumeOutcome.OK
+
+    def _count(self, item: _Item[P], outcome: str | None, seconds: float) -> None:
+        """Record one handler call; ``outcome`` None when it raised (counted where it is routed)."""
+        metrics = self.bus.metrics
+        metrics.handler_finished(group=self.group, topic=item.record.topic, seconds=seconds)
+        if outcome is not None:
+            metrics.message_consumed(group=self.group, topic=item.record.topic, outcome=outcome)
 
     def _span(self, item: _Item[P]) -> contextlib.AbstractContextManager[Any]:
         headers = item.headers
@@ -431,7 +420,10 @@ class Consumer(Generic[P]):
             value=item.record.value,
             headers=forward,
         )
-        self.bus.observe("retried", group=self.group, tier=str(item.tier + 1))
+        self.bus.metrics.message_retried(group=self.group, tier=item.tier + 1)
+        self.bus.metrics.message_consumed(
+            group=self.group, topic=item.record.topic, outcome=ConsumeOutcome.RETRIED
+        )
 
     async def _dead_letter(
         self, item: _Item[P], attempt: int, exc: Exception, *, error_class: str | None = None
@@ -460,7 +452,10 @@ class Consumer(Generic[P]):
         await self.bus.send_raw(
             self.dlq_topic, key=item.record.key, value=item.record.value, headers=letter
         )
-        self.bus.observe("dead_lettered", group=self.group, error_class=error_class)
+        self.bus.metrics.message_dead_lettered(group=self.group, error_class=error_class)
+        self.bus.metrics.message_consumed(
+            group=self.group, topic=item.record.topic, outcome=ConsumeOutcome.DEAD_LETTERED
+        )
 
     async def _settle(
         self, item: _Item[P], progress: _Progress, kafka_consumer: Any, outcome: Awaitable[None]
