@@ -284,3 +284,30 @@ async def test_retry_after_on_the_error_extends_the_tier_delay(make_bus) -> None
         await bus.publish(ORDERS, order("o-1"))
         await wait_for(lambda: len(times) == 2, what="the retry")
     assert times[1] - times[0] >= 1.2
+
+
+async def test_dead_letter_keeps_the_original_headers_byte_for_byte(
+    make_bus, kafka_bootstrap, topic_prefix
+) -> None:
+    bus = make_bus()
+
+    @bus.subscriber(ORDERS, handler="exact")
+    async def exact(event: Event[Order]) -> None:
+        raise AssertionError("must not be called")
+
+    original = [*valid_headers("evt-exact"), ("x-binary", b"\xff\xfe\x00raw")]
+    async with bus:
+        await produce_raw(
+            kafka_bootstrap,
+            f"{topic_prefix}{ORDERS.name}",
+            b'{"order_id": 42}',
+            key=b"k",
+            headers=original,
+        )
+        [letter] = await read_topic(
+            kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.exact"), count=1
+        )
+    kept = [(name, value) for name, value in letter.headers if not name.startswith("mainstay-")]
+    assert kept == original
+    added = {name for name, _ in letter.headers if name.startswith("mainstay-")}
+    assert added == set(DLQ_HEADERS)

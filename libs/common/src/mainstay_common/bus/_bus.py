@@ -14,9 +14,11 @@ what cannot succeed; every publish is validated and enveloped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -25,14 +27,14 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
-from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message
+from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message, encode_headers
 from mainstay_common.bus._routing import RetryPolicy, group_id
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.settings import KafkaSettings, RetrySettings
 from mainstay_common.telemetry.metrics import BusMetrics
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from datetime import datetime
     from types import TracebackType
 
@@ -71,6 +73,7 @@ class Bus:
         self._consumers: list[Consumer[Any]] = []
         self._subscribers: dict[str, Any] = {}
         self._started = False
+        self._producer: AIOKafkaProducer | None = None
         self.broker = KafkaBroker(
             self.kafka.bootstrap,
             client_id=f"mainstay-{service}",
@@ -170,6 +173,7 @@ class Bus:
             batch=True,
             max_records=self.kafka.max_batch,
             batch_timeout_ms=self.kafka.poll_timeout_ms,
+            parser=_lenient_parser,
             decoder=_undecoded,
             title=f"{group}",
             description=spec.description or None,
@@ -254,22 +258,23 @@ class Bus:
 
     async def send(self, message: OutgoingMessage) -> None:
         await self.send_raw(
-            message.topic, key=message.key, value=message.value, headers=message.headers
+            message.topic,
+            key=message.key,
+            value=message.value,
+            headers=encode_headers(message.headers),
         )
 
     async def send_many(self, messages: Iterable[OutgoingMessage]) -> None:
         """Send in order, pipelined; returns when the broker acknowledged all of them."""
-        self._require_started()
+        producer = self._require_producer()
         batch = list(messages)
         try:
             futures = [
-                await self.broker.publish(
-                    message.value,
+                await producer.send(
                     message.topic,
+                    message.value,
                     key=message.key,
-                    headers=message.headers,
-                    correlation_id=message.event_id,
-                    no_confirm=True,
+                    headers=encode_headers(message.headers),
                 )
                 for message in batch
             ]
@@ -281,22 +286,26 @@ class Bus:
         for message in batch:
             self.metrics.message_published(topic=message.topic)
 
-    def _require_started(self) -> None:
-        if not self._started:
-            raise RuntimeError("the bus is not started; use 'async with bus'")
-
     async def send_raw(
-        self, topic: str, *, key: bytes | None, value: bytes | None, headers: dict[str, str]
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
     ) -> None:
-        """Send bytes as they are (retry tiers and dead letters keep the original)."""
-        self._require_started()
+        """Send bytes exactly as given (retry tiers and dead letters keep the original)."""
+        producer = self._require_producer()
         try:
-            await self.broker.publish(
-                value, topic, key=key, headers=headers, correlation_id=headers.get("ce_id")
-            )
+            await producer.send_and_wait(topic, value, key=key, headers=list(headers))
         except Exception as exc:
             raise DependencyUnavailable(f"could not publish to {topic}: {exc}") from exc
         self.metrics.message_published(topic=topic)
+
+    def _require_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the bus is not started; use 'async with bus'")
+        return self._producer
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -352,14 +361,33 @@ class Bus:
     async def start(self, *, extra_topics: Iterable[TopicSpec[Any]] = ()) -> None:
         await self.ensure_topics(extra_topics)
         self.closing.clear()
-        await self.broker.start()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.kafka.bootstrap,
+            client_id=f"mainstay-{self.service}",
+            acks="all",
+            enable_idempotence=self.kafka.idempotent_producer,
+            request_timeout_ms=int(self.kafka.request_timeout_s * 1000),
+        )
+        await producer.start()
+        self._producer = producer
+        try:
+            await self.broker.start()
+        except BaseException:
+            self._producer = None
+            await producer.stop()
+            raise
         self._started = True
 
     async def close(self) -> None:
         """Stop consuming, let in-flight handlers finish (up to the grace), flush, close."""
         self.closing.set()
-        await self.broker.stop()
-        self._started = False
+        try:
+            await self.broker.stop()  # in-flight handlers may still publish meanwhile
+        finally:
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                await producer.stop()  # flushes what is still buffered
+            self._started = False
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -372,6 +400,32 @@ class Bus:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def _lenient_parser(message: Any, original_parser: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream's parser, but a header that is not UTF-8 must not stop the batch.
+
+    FastStream decodes every header strictly; one foreign producer's binary
+    header would then fail the whole batch before the pipeline could dead-letter
+    it. The pipeline reads the raw records, which are kept byte for byte.
+    """
+    try:
+        return await original_parser(message)
+    except UnicodeDecodeError:
+        records = message if isinstance(message, tuple) else (message,)
+        readable = tuple(
+            dataclasses.replace(
+                record,
+                headers=tuple(
+                    (name, value.decode("utf-8", "replace").encode())
+                    for name, value in record.headers
+                ),
+            )
+            for record in records
+        )
+        parsed = await original_parser(readable if isinstance(message, tuple) else readable[0])
+        parsed.raw_message = message
+        return parsed
 
 
 async def _undecoded(message: Any) -> Any:

@@ -36,7 +36,7 @@ from aiokafka import TopicPartition
 from opentelemetry import propagate, trace
 from pydantic import BaseModel
 
-from mainstay_common.bus._envelope import Event, decode_headers, parse_event
+from mainstay_common.bus._envelope import Event, decode_headers, merge_headers, parse_event
 from mainstay_common.bus._routing import RetryPolicy, dlq_topic, retry_topic, tier_of
 from mainstay_common.db._inbox import claim_inbox, claim_inbox_many
 from mainstay_common.errors import InvalidMessage, MainstayError, is_retryable
@@ -77,7 +77,12 @@ class Sender(Protocol):
     closing: asyncio.Event
 
     async def send_raw(
-        self, topic: str, *, key: bytes | None, value: bytes | None, headers: dict[str, str]
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
     ) -> None: ...
 
     @property
@@ -403,9 +408,14 @@ class Consumer(Generic[P]):
         delay = self.policy.tier_delays[item.tier]
         if isinstance(exc, MainstayError) and exc.retry_after:
             delay = max(delay, exc.retry_after)
-        forward = {**item.headers, **_origin(item)}
-        forward[Header.ATTEMPTS] = str(attempt)
-        forward[Header.NOT_BEFORE] = str(int((time.time() + delay) * 1000))
+        forward = merge_headers(
+            item.record.headers,
+            {
+                **_origin(item),
+                Header.ATTEMPTS: str(attempt),
+                Header.NOT_BEFORE: str(int((time.time() + delay) * 1000)),
+            },
+        )
         _log.warning(
             "retrying %s (ce_id %s) in tier %d after attempt %d: %s",
             self.group,
@@ -429,16 +439,17 @@ class Consumer(Generic[P]):
         self, item: _Item[P], attempt: int, exc: Exception, *, error_class: str | None = None
     ) -> None:
         error_class = error_class or ("invalid" if isinstance(exc, InvalidMessage) else "permanent")
-        letter = {k: v for k, v in item.headers.items() if k != Header.NOT_BEFORE}
-        letter.update(_origin(item))
-        letter.update(
+        letter = merge_headers(
+            item.record.headers,
             {
+                **_origin(item),
                 Header.ERROR_CLASS: error_class,
                 Header.ERROR_TYPE: type(exc).__name__,
                 Header.ERROR_MESSAGE: _describe(exc)[:_MAX_ERROR_MESSAGE],
                 Header.ATTEMPTS: str(attempt),
                 Header.FAILED_AT: datetime.now(UTC).isoformat(),
-            }
+            },
+            drop=(Header.NOT_BEFORE,),
         )
         _log.error(
             "dead-lettering %s (ce_id %s) to %s after %d attempt(s), %s: %s",

@@ -30,6 +30,8 @@ __all__ = [
     "build_message",
     "decode_headers",
     "describe_validation_error",
+    "encode_headers",
+    "merge_headers",
     "parse_event",
 ]
 
@@ -142,6 +144,20 @@ def build_message(
         value=value,
         headers=headers,
     )
+
+
+def encode_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
+    return [(name, value.encode()) for name, value in headers.items()]
+
+
+def merge_headers(
+    raw: Sequence[tuple[str, bytes]], updates: Mapping[str, str], *, drop: Sequence[str] = ()
+) -> list[tuple[str, bytes]]:
+    """The original headers, byte for byte, with ``updates`` replacing or adding values."""
+    replaced = set(updates) | set(drop)
+    merged = [(name, value) for name, value in raw if name not in replaced]
+    merged.extend(encode_headers(updates))
+    return merged
 
 
 def decode_headers(raw: Sequence[tuple[str, bytes]]) -> dict[str, str]:
