@@ -311,3 +311,39 @@ async def test_dead_letter_keeps_the_original_headers_byte_for_byte(
     assert kept == original
     added = {name for name, _ in letter.headers if name.startswith("mainstay-")}
     assert added == set(DLQ_HEADERS)
+
+
+async def test_a_failed_dlq_write_rewinds_and_loses_nothing(
+    make_bus, kafka_bootstrap, topic_prefix
+) -> None:
+    bus = make_bus()
+    seen: list[str] = []
+
+    @bus.subscriber(ORDERS, handler="rewind")
+    async def rewind(event: Event[Order]) -> None:
+        seen.append(event.payload.note)
+        if event.payload.note == "poison":
+            raise RuleViolation("never valid")
+
+    real_send = bus.send_raw
+    dlq_writes = 0
+
+    async def flaky_send(topic: str, **kwargs) -> None:
+        nonlocal dlq_writes
+        if topic.endswith(".dlq"):
+            dlq_writes += 1
+            if dlq_writes <= 2:
+                raise DependencyUnavailable("broker rejected the write")
+        await real_send(topic, **kwargs)
+
+    bus.send_raw = flaky_send  # the broker refuses the first two dead-letter writes
+    async with bus:
+        await bus.publish(ORDERS, order("same", note="poison"))
+        await bus.publish(ORDERS, order("same", note="after"))
+        await wait_for(lambda: "after" in seen, what="the message behind the poison")
+        letters = await read_topic(
+            kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.rewind"), count=1
+        )
+    assert dlq_writes == 3
+    assert seen == ["poison", "poison", "poison", "after"]
+    assert len(letters) == 1

@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002 - FastStream resolves handler annotations at runtime
@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
 from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message, encode_headers
 from mainstay_common.bus._routing import RetryPolicy, group_id
+from mainstay_common.bus._topics import create_missing_topics, spec_topic
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.settings import KafkaSettings, RetrySettings
 from mainstay_common.telemetry.metrics import BusMetrics
@@ -46,7 +47,6 @@ __all__ = ["Bus"]
 P = TypeVar("P", bound=BaseModel)
 _log = logging.getLogger("mainstay.bus")
 _DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000
-_TOPIC_ALREADY_EXISTS = 36
 
 
 class Bus:
@@ -315,8 +315,8 @@ class Bus:
         rf = self.kafka.replication_factor
         for consumer in self._consumers:
             spec = consumer.spec
-            topics[consumer.origin_topic] = NewTopic(
-                consumer.origin_topic, spec.partitions, rf, topic_configs=spec.topic_config()
+            topics[consumer.origin_topic] = spec_topic(
+                spec, prefix=self.kafka.topic_prefix, replication_factor=rf
             )
             for name in consumer.retry_topics:
                 topics[name] = NewTopic(name, spec.partitions, rf)
@@ -330,33 +330,17 @@ class Bus:
 
     async def ensure_topics(self, extra: Iterable[TopicSpec[Any]] = ()) -> None:
         """Create missing topics (idempotent); existing ones are left as they are."""
-        wanted = self.required_topics()
-        wanted += [
-            NewTopic(
-                f"{self.kafka.topic_prefix}{spec.name}",
-                spec.partitions,
-                self.kafka.replication_factor,
-                topic_configs=spec.topic_config(),
+        wanted = self.required_topics() + [
+            spec_topic(
+                spec,
+                prefix=self.kafka.topic_prefix,
+                replication_factor=self.kafka.replication_factor,
             )
             for spec in extra
         ]
-        if not wanted:
-            return
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.kafka.bootstrap,
-            request_timeout_ms=int(self.kafka.request_timeout_s * 1000),
+        await create_missing_topics(
+            self.kafka.bootstrap, wanted, timeout_s=self.kafka.request_timeout_s
         )
-        try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            missing = [t for t in wanted if t.name not in existing]
-            if missing:
-                response = await admin.create_topics(missing)
-                for name, code, message in _topic_errors(response):
-                    if code not in (0, _TOPIC_ALREADY_EXISTS):
-                        raise DependencyUnavailable(f"could not create topic {name}: {message}")
-        finally:
-            await admin.close()
 
     async def start(self, *, extra_topics: Iterable[TopicSpec[Any]] = ()) -> None:
         await self.ensure_topics(extra_topics)
@@ -445,13 +429,3 @@ def _broker_logger(service: str) -> logging.Logger:
     if not any(isinstance(f, _TopicCreationNotice) for f in logger.filters):
         logger.addFilter(_TopicCreationNotice())
     return logger
-
-
-def _topic_errors(response: Any) -> list[tuple[str, int, str]]:
-    errors = getattr(response, "topic_errors", [])
-    result = []
-    for item in errors:
-        name, code = item[0], item[1]
-        message = item[2] if len(item) > 2 else ""
-        result.append((name, code, message or ""))
-    return result

@@ -16,11 +16,13 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from mainstay_common.bus._topics import create_missing_topics, spec_topic
 from mainstay_common.devstack._home import StackError
 from mainstay_common.devstack._process import tail, tcp_port_open
+from mainstay_common.errors import DependencyUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -35,8 +37,6 @@ __all__ = [
     "tansu_binary",
     "wait_for_broker",
 ]
-
-_TOPIC_ALREADY_EXISTS = 36
 
 
 def tansu_binary() -> Path:
@@ -161,31 +161,9 @@ async def create_topics(
 
     Topics that already exist are left as they are, so this is safe to repeat.
     """
-    wanted = [
-        NewTopic(
-            f"{prefix}{spec.name}",
-            spec.partitions,
-            1,
-            topic_configs=spec.topic_config(),
-        )
-        for spec in specs
-    ]
-    if not wanted:
-        return []
     try:
-        async with _admin(bootstrap, timeout_s) as admin:
-            response = await asyncio.wait_for(admin.create_topics(wanted), timeout_s)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        raise StackError(f"cannot create topics on {bootstrap}: {exc!r}") from exc
-    created: list[str] = []
-    problems: list[str] = []
-    for entry in response.topic_errors:
-        name, code = str(entry[0]), int(entry[1])
-        message = entry[2] if len(entry) > 2 else None
-        if code == 0:
-            created.append(name)
-        elif code != _TOPIC_ALREADY_EXISTS:
-            problems.append(f"{name}: error {code} {message or ''}".rstrip())
-    if problems:
-        raise StackError("the broker refused some topics:\n" + "\n".join(problems))
-    return sorted(created)
+        return await create_missing_topics(
+            bootstrap, [spec_topic(spec, prefix=prefix) for spec in specs], timeout_s=timeout_s
+        )
+    except DependencyUnavailable as exc:
+        raise StackError(str(exc)) from exc

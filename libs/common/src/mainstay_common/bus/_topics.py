@@ -1,0 +1,69 @@
+"""Creating topics: the bus's own (origin, retry tiers, DLQ) and the registry's."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from mainstay_common.errors import DependencyUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from mainstay_contracts import TopicSpec
+
+__all__ = ["create_missing_topics", "spec_topic"]
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def spec_topic(spec: TopicSpec[Any], *, prefix: str = "", replication_factor: int = 1) -> NewTopic:
+    """The topic a registry entry declares, ready for the admin API."""
+    return NewTopic(
+        f"{prefix}{spec.name}",
+        spec.partitions,
+        replication_factor,
+        topic_configs=spec.topic_config(),
+    )
+
+
+async def create_missing_topics(
+    bootstrap: str, topics: Sequence[NewTopic], *, timeout_s: float = 30.0
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created.
+
+    Existing topics are left exactly as they are, so this is safe to repeat and
+    safe to race with another instance doing the same.
+    """
+    if not topics:
+        return []
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        existing = set(await asyncio.wait_for(admin.list_topics(), timeout_s))
+        missing = [topic for topic in topics if topic.name not in existing]
+        if not missing:
+            return []
+        response = await asyncio.wait_for(admin.create_topics(missing), timeout_s)
+    except DependencyUnavailable:
+        raise
+    except Exception as exc:
+        raise DependencyUnavailable(f"cannot create topics on {bootstrap}: {exc!r}") from exc
+    finally:
+        await admin.close()
+    created: list[str] = []
+    problems: list[str] = []
+    for entry in response.topic_errors:
+        name, code = str(entry[0]), int(entry[1])
+        message = entry[2] if len(entry) > 2 else None
+        if code == 0:
+            created.append(name)
+        elif code != _TOPIC_ALREADY_EXISTS:
+            problems.append(f"{name}: error {code} {message or ''}".rstrip())
+    if problems:
+        raise DependencyUnavailable("the broker refused some topics: " + "; ".join(problems))
+    return sorted(created)
