@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import NewTopic
@@ -31,13 +31,13 @@ from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message,
 from mainstay_common.bus._routing import RetryPolicy, group_id
 from mainstay_common.bus._topics import create_missing_topics, spec_topic
 from mainstay_common.errors import DependencyUnavailable
+from mainstay_common.lifecycle import Resource
 from mainstay_common.settings import KafkaSettings, RetrySettings
 from mainstay_common.telemetry.metrics import BusMetrics
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from datetime import datetime
-    from types import TracebackType
 
     from mainstay_common.db import Database
     from mainstay_contracts import TopicSpec
@@ -49,7 +49,7 @@ _log = logging.getLogger("mainstay.bus")
 _DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000
 
 
-class Bus:
+class Bus(Resource):
     """A service's connection to the mesh; an async context manager."""
 
     def __init__(
@@ -372,18 +372,6 @@ class Bus:
             if producer is not None:
                 await producer.stop()  # flushes what is still buffered
             self._started = False
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 async def _lenient_parser(message: Any, original_parser: Callable[[Any], Awaitable[Any]]) -> Any:

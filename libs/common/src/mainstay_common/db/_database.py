@@ -11,16 +11,16 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
 from mainstay_common.errors import DependencyUnavailable, InvalidArgument, map_asyncpg_errors
+from mainstay_common.lifecycle import Resource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from pathlib import Path
-    from types import TracebackType
 
     from asyncpg.pool import PoolConnectionProxy
 
@@ -72,7 +72,7 @@ def quote_ident(name: str) -> str:
     return f'"{name}"'
 
 
-class Database:
+class Database(Resource):
     """An asyncpg pool bound to one schema; an async context manager.
 
     >>> async with Database(settings.postgres, schema="memory") as db:
@@ -91,7 +91,7 @@ class Database:
             raise RuntimeError("Database is not open; use 'async with Database(...)'")
         return self._pool
 
-    async def open(self) -> None:
+    async def start(self) -> None:
         with map_asyncpg_errors():
             conn = await asyncpg.connect(
                 self._settings.dsn, timeout=self._settings.command_timeout_s
@@ -112,18 +112,6 @@ class Database:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def ping(self) -> None:
         """Readiness check: raises DependencyUnavailable when PostgreSQL does not answer."""

@@ -16,14 +16,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from mainstay_common.bus._envelope import OutgoingMessage
 from mainstay_common.errors import map_asyncpg_errors
+from mainstay_common.lifecycle import Resource
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
-    from types import TracebackType
 
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
@@ -58,7 +58,7 @@ class Outbox:
             await tx.execute("SELECT pg_notify($1, '')", self._channel)
 
 
-class OutboxRelay:
+class OutboxRelay(Resource):
     """Publishes committed outbox rows; an async context manager running in the background."""
 
     def __init__(
@@ -148,7 +148,7 @@ class OutboxRelay:
             _log.warning("outbox LISTEN unavailable; relying on polling", exc_info=True)
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self._database.schema}")
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -161,15 +161,3 @@ class OutboxRelay:
                 )
             await self._database.pool.release(self._listener)
             self._listener = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
