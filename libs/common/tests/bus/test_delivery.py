@@ -6,6 +6,8 @@ import json
 import time
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from mainstay_common.bus import Event, dlq_topic, retry_topic
@@ -347,3 +349,21 @@ async def test_a_failed_dlq_write_rewinds_and_loses_nothing(
     assert dlq_writes == 3
     assert seen == ["poison", "poison", "poison", "after"]
     assert len(letters) == 1
+
+
+async def test_the_trace_continues_from_publisher_to_handler(make_bus) -> None:
+    bus = make_bus()
+    handler_trace: list[int] = []
+
+    @bus.subscriber(ORDERS, handler="traced")
+    async def traced(event: Event[Order]) -> None:
+        assert "traceparent" in event.headers
+        handler_trace.append(trace.get_current_span().get_span_context().trace_id)
+
+    tracer = TracerProvider().get_tracer("test")
+    async with bus:
+        with tracer.start_as_current_span("submit task") as span:
+            await bus.publish(ORDERS, order("o-t"))
+            publisher_trace = span.get_span_context().trace_id
+        await wait_for(lambda: bool(handler_trace), what="the handler")
+    assert handler_trace == [publisher_trace]
