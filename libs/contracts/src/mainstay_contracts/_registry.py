@@ -69,7 +69,8 @@ class TopicSpec(Generic[P]):
             raise ValueError(f"topic {self.name!r} must start with its owner {self.owner!r}")
         if match["kind"] != self.kind:
             raise ValueError(f"topic {self.name!r} is declared as kind {self.kind!r}")
-        if self.key_field not in self.payload.model_fields:
+        fields = {**self.payload.model_fields, **self.payload.model_computed_fields}
+        if self.key_field not in fields:
             raise ValueError(
                 f"topic {self.name!r}: key field {self.key_field!r} is not a field of "
                 f"{self.payload.__name__}"
