@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mainstay_memory.domain.curation import Thresholds, decide, merge_into, normalise, supersede
 from mainstay_memory.domain.model import Kind, MemoryRecord, Outcome, RememberCommand, Scope, Source
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mainstay_memory.domain.model import Kind, MemoryRecord, Scope, Source
 from mainstay_memory.domain.scoring import RecallWeights, rank, score
 
