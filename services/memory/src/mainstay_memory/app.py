@@ -1,0 +1,157 @@
+"""The composition root: builds the memory service from its settings and runs it.
+
+Start order: telemetry, PostgreSQL (+ migrations), embedder, vector index, bus
+(consumers), outbox relay, expiry sweeper, gRPC, HTTP. Stop order is the reverse,
+so nothing in flight loses a dependency while it finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mainstay.memory.v1 import memory_pb2_grpc
+from mainstay_common.auth import AuthInterceptor, TokenVerifier
+from mainstay_common.bus import Bus
+from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Outbox, OutboxRelay, load_migrations
+from mainstay_common.grpc import GrpcServer
+from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
+from mainstay_common.lifecycle import Resource
+from mainstay_common.telemetry import setup_telemetry
+from mainstay_common.telemetry.metrics import BusMetrics
+from mainstay_contracts.memory import MEMORY_EVENTS
+from mainstay_memory.domain.curation import Thresholds
+from mainstay_memory.handlers.grpc import MemoryServicer
+from mainstay_memory.handlers.kafka import register_kafka_handlers
+from mainstay_memory.service import MemoryService
+from mainstay_memory.store.embedding import create_embedder
+from mainstay_memory.store.records import RecordStore
+from mainstay_memory.store.vectors import create_vector_index
+
+if TYPE_CHECKING:
+    from mainstay_memory.settings import MemorySettings
+
+__all__ = ["MemoryApp", "create_app"]
+
+_log = logging.getLogger("mainstay.memory")
+MIGRATIONS = Path(__file__).parent / "store" / "migrations"
+SCHEMA = "memory"
+
+
+class MemoryApp(Resource):
+    """One running instance of the memory service."""
+
+    def __init__(self, settings: MemorySettings) -> None:
+        self.settings = settings
+        self._stack = contextlib.AsyncExitStack()
+        self.service: MemoryService | None = None
+        self.grpc: GrpcServer | None = None
+        self.http: HttpServer | None = None
+        self.bus: Bus | None = None
+
+    @property
+    def grpc_port(self) -> int:
+        assert self.grpc is not None
+        return self.grpc.port
+
+    @property
+    def http_port(self) -> int:
+        assert self.http is not None
+        return self.http.port
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self) -> None:
+        settings = self.settings
+        stack = self._stack
+        telemetry = setup_telemetry("memory", settings.telemetry, instance_id=settings.instance_id)
+        stack.push_async_callback(telemetry.aclose)
+        database = await stack.enter_async_context(Database(settings.postgres, schema=SCHEMA))
+        await database.migrate(LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="memory"))
+        embedder = create_embedder(settings.embedding)
+        stack.push_async_callback(embedder.aclose)
+        vectors = await create_vector_index(
+            settings.vectors, database, dimension=embedder.dimension
+        )
+        closer = getattr(vectors, "aclose", None)
+        if closer is not None:
+            stack.push_async_callback(closer)
+        self.bus = bus = Bus(
+            service="memory",
+            kafka=settings.kafka,
+            retry=settings.retry,
+            instance_id=settings.instance_id,
+            shutdown_grace_s=settings.shutdown_grace_s,
+            metrics=BusMetrics(telemetry.registry),
+        )
+        verifier = TokenVerifier.from_settings(settings.auth)
+        self.service = service = MemoryService(
+            records=RecordStore(database),
+            vectors=vectors,
+            embedder=embedder,
+            bus=bus,
+            outbox=Outbox(database),
+            thresholds=Thresholds(
+                duplicate_similarity=settings.curation.duplicate_similarity,
+                merge_similarity=settings.curation.merge_similarity,
+            ),
+        )
+        register_kafka_handlers(bus, service, verifier)
+        await bus.start(extra_topics=[MEMORY_EVENTS])
+        stack.push_async_callback(bus.close)
+        await stack.enter_async_context(OutboxRelay(database, bus.send_many))
+        sweeper = asyncio.create_task(self._sweep(service), name="memory-expiry-sweeper")
+        stack.push_async_callback(_cancel, sweeper)
+        self.grpc = await stack.enter_async_context(
+            GrpcServer(
+                [(memory_pb2_grpc.add_MemoryServiceServicer_to_server, MemoryServicer(service))],
+                host=settings.grpc_host,
+                port=settings.grpc_port,
+                interceptors=[AuthInterceptor(verifier)],
+                grace=settings.shutdown_grace_s,
+            )
+        )
+        app = create_http_app(
+            title="Mainstay memory",
+            version="v1",
+            readiness=[ReadinessCheck("postgres", database.ping)],
+            metrics_registry=telemetry.registry,
+            token_verifier=verifier,
+        )
+        self.http = await stack.enter_async_context(
+            HttpServer(app, host=settings.http_host, port=settings.http_port)
+        )
+        _log.info("memory service serving gRPC on %s:%d", settings.grpc_host, self.grpc.port)
+
+    async def _sweep(self, service: MemoryService) -> None:
+        interval = self.settings.curation.sweep_interval_s
+        while True:
+            try:
+                while await service.expire_due() > 0:
+                    pass  # a full batch: more may be due
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the sweeper must outlive one failure
+                _log.exception("expiry sweep failed; retrying at the next interval")
+            await asyncio.sleep(interval)
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: MemorySettings) -> MemoryApp:
+    return MemoryApp(settings)
