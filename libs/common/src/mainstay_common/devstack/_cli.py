@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -141,6 +142,7 @@ def up(
 def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
     """Start the stack if needed, then run a real round trip through the bus and report it."""
     from mainstay_common.devstack._demo import run_demo  # noqa: PLC0415 - only the demo needs the bus
+    from mainstay_common.devstack._demo_memory import run_memory_demo  # noqa: PLC0415
 
     stack = _stack(home, repo_root)
 
@@ -151,7 +153,13 @@ def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
             "\n[bold]demo:[/bold] a round trip through the bus on the broker and PostgreSQL above"
         )
         report = await run_demo(stack.kafka_bootstrap, stack.postgres_dsn, _out)
-        return report.ok
+        ok = report.ok
+        if any(row.name == "memory" and row.state == "up" for row in await stack.status()):
+            memory_target = f"127.0.0.1:{os.environ.get('MEMORY_GRPC_PORT', '50051')}"
+            _out.print(f"\n[bold]demo:[/bold] memory over gRPC at {memory_target}")
+            memory = await run_memory_demo(memory_target, stack.home.root, _out)
+            ok = ok and memory.ok
+        return ok
 
     try:
         ok = asyncio.run(run())
