@@ -152,3 +152,27 @@ async def test_a_command_with_a_bad_token_is_dead_lettered(memory: Memory) -> No
     assert letters[0]["mainstay-error-class"] == "permanent"
     assert letters[0]["mainstay-error-type"] == "Unauthenticated"
     assert list((await memory.recall(tenant, "never stored")).hits) == []
+
+
+async def test_every_kind_of_change_is_announced(memory: Memory) -> None:
+    tenant = new_tenant()
+    tea = await memory.remember(tenant, "The user likes green tea")
+    await memory.remember(tenant, "The user likes to drink green tea")  # merged
+    secret = await memory.remember(tenant, "The user's locker code is 4711")
+    await memory.stub.Forget(
+        pb.ForgetRequest(ids=[secret.record.id], hard=True), metadata=memory.auth(tenant)
+    )
+    await memory.remember(tenant, "The user is on a call", ttl_seconds=1)
+    events = await events_of(memory, tenant, count=6)
+    kinds = [e["type"] for e in events]
+    assert kinds.count("added") == 3
+    assert {"merged", "forgotten", "expired"} <= set(kinds)
+    merged = next(e for e in events if e["type"] == "merged")
+    assert merged["record"]["id"] == tea.record.id
+    assert merged["record"]["merged_count"] == 1
+    forgotten = next(e for e in events if e["type"] == "forgotten")
+    assert forgotten["hard"] is True
+    assert forgotten["record"]["content"] == ""  # erased content never travels
+    expired = next(e for e in events if e["type"] == "expired")
+    assert expired["record"]["content"] == "The user is on a call"
+    assert expired["record"]["valid_to"] is not None
