@@ -9,9 +9,17 @@ import pytest
 from pydantic import BaseModel
 
 from mainstay_common import bus, db
-from mainstay_common.bus import RetryPolicy, build_message, group_id, parse_event
+from mainstay_common.bus import (
+    Bus,
+    RetryPolicy,
+    asyncapi_document,
+    build_message,
+    group_id,
+    parse_event,
+)
 from mainstay_common.bus._routing import tier_of
 from mainstay_common.errors import InvalidMessage
+from mainstay_common.settings import KafkaSettings, RetrySettings
 
 from .conftest import ORDERS, order
 
@@ -25,6 +33,7 @@ def test_public_names_are_stable() -> None:
         "OutgoingMessage",
         "RetryPolicy",
         "TransactionalHandler",
+        "asyncapi_document",
         "build_message",
         "decode_headers",
         "dlq_topic",
@@ -188,3 +197,28 @@ def test_retry_policy_backoff_is_capped() -> None:
     assert RetryPolicy(tier_delays=(1, 2)).tiers == 2
     with pytest.raises(ValueError, match=">= 0"):
         RetryPolicy(tier_delays=(-1,))
+
+
+def test_asyncapi_document_describes_what_the_bus_consumes_and_publishes() -> None:
+    bus = Bus(
+        service="shop",
+        kafka=KafkaSettings(topic_prefix=""),
+        retry=RetrySettings(tier_delays_s=[1, 2]),
+    )
+
+    @bus.subscriber(ORDERS, handler="place")
+    async def place(event: object) -> None:
+        raise NotImplementedError
+
+    document = asyncapi_document(
+        bus, title="Shop", version="v1", description="d", publishes=[ORDERS]
+    )
+    receive = document["operations"]["receive shop.place"]
+    assert receive["action"] == "receive"
+    assert receive["x-retry-topics"] == ["shop.place.retry.1", "shop.place.retry.2"]
+    assert receive["x-dead-letter-topic"] == "shop.place.dlq"
+    assert document["operations"]["send shop.cmd.place-order.v1"]["action"] == "send"
+    assert document["channels"]["shop.cmd.place-order.v1"]["address"] == "shop.cmd.place-order.v1"
+    order_schema = document["components"]["schemas"]["Order"]
+    assert set(order_schema["required"]) == {"order_id", "amount"}
+    assert "ce_id" in document["components"]["schemas"]["CloudEventHeaders"]["required"]

@@ -1,5 +1,6 @@
 """The message bus: validated, enveloped publishing and consumers with retry tiers, DLQ and inbox."""
 
+from mainstay_common.bus._asyncapi import asyncapi_document
 from mainstay_common.bus._bus import Bus
 from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
 from mainstay_common.bus._envelope import (
@@ -19,6 +20,7 @@ __all__ = [
     "OutgoingMessage",
     "RetryPolicy",
     "TransactionalHandler",
+    "asyncapi_document",
     "build_message",
     "decode_headers",
     "dlq_topic",
