@@ -18,6 +18,7 @@ from mainstay_common.bus import (
     parse_event,
 )
 from mainstay_common.bus._routing import tier_of
+from mainstay_common.bus._topics import unique_topics
 from mainstay_common.errors import InvalidMessage
 from mainstay_common.settings import KafkaSettings, RetrySettings
 
@@ -222,3 +223,16 @@ def test_asyncapi_document_describes_what_the_bus_consumes_and_publishes() -> No
     order_schema = document["components"]["schemas"]["Order"]
     assert set(order_schema["required"]) == {"order_id", "amount"}
     assert "ce_id" in document["components"]["schemas"]["CloudEventHeaders"]["required"]
+
+
+def test_a_topic_is_requested_once_even_when_declared_twice() -> None:
+    bus = Bus(service="shop", kafka=KafkaSettings(topic_prefix=""))
+
+    @bus.subscriber(ORDERS, handler="place")
+    async def place(event: object) -> None:
+        raise NotImplementedError
+
+    wanted = [*bus.required_topics(), *bus.required_topics()]
+    names = [topic.name for topic in unique_topics(wanted)]
+    assert sorted(names) == sorted(set(names))
+    assert "shop.cmd.place-order.v1" in names

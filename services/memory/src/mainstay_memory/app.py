@@ -24,9 +24,11 @@ from mainstay_common.telemetry import setup_telemetry
 from mainstay_common.telemetry.metrics import BusMetrics
 from mainstay_contracts.memory import MEMORY_EVENTS
 from mainstay_memory.domain.curation import Thresholds
+from mainstay_memory.handlers.curator import register_curator
 from mainstay_memory.handlers.grpc import MemoryServicer
 from mainstay_memory.handlers.kafka import register_kafka_handlers
 from mainstay_memory.service import MemoryService
+from mainstay_memory.store.curator_openai import create_fact_extractor
 from mainstay_memory.store.embedding import create_embedder
 from mainstay_memory.store.records import RecordStore
 from mainstay_memory.store.vectors import create_vector_index
@@ -105,6 +107,12 @@ class MemoryApp(Resource):
             ),
         )
         register_kafka_handlers(bus, service, verifier)
+        if settings.curator.enabled:
+            # Off by default (it sends episodes to a provider); a consumer of the
+            # service's own events, never a step of the write path.
+            extractor = create_fact_extractor(settings.curator)
+            stack.push_async_callback(extractor.aclose)  # closed after the bus stops
+            register_curator(bus, service, extractor)
         await bus.start(extra_topics=[MEMORY_EVENTS])
         stack.push_async_callback(bus.close)
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))

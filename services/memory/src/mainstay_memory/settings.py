@@ -9,7 +9,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mainstay_common.settings import ServiceSettings
 
-__all__ = ["CurationSettings", "EmbeddingSettings", "MemorySettings", "VectorSettings"]
+__all__ = [
+    "CurationSettings",
+    "CuratorSettings",
+    "EmbeddingSettings",
+    "MemorySettings",
+    "VectorSettings",
+]
 
 
 class EmbeddingSettings(BaseSettings):
@@ -82,6 +88,32 @@ class CurationSettings(BaseSettings):
     )
 
 
+class CuratorSettings(BaseSettings):
+    """The optional LLM curator that extracts facts from episodes (``MEMORY_CURATOR_*``).
+
+    Off by default: it sends episode text to a model provider and costs a call
+    per episode. When on, it runs as its own consumer group after each write
+    commits, never on the write path.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_CURATOR_", extra="ignore")
+
+    enabled: bool = False
+    base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="Any OpenAI-compatible API; the curator posts to {base_url}/chat/completions.",
+    )
+    api_key: SecretStr | None = Field(default=None, description="None: send no Authorization.")
+    model: str = Field(
+        default="gpt-4o-mini", min_length=1, description="A chat model that supports JSON mode."
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Per request, each phase.")
+    max_facts: int = Field(default=10, ge=1, le=50, description="Most facts kept per episode.")
+    max_output_tokens: int = Field(
+        default=1024, ge=16, le=32_768, description="Bounds the cost of one answer."
+    )
+
+
 class MemorySettings(ServiceSettings):
     """Everything the memory service reads; ``create_app(settings)`` takes one."""
 
@@ -94,3 +126,4 @@ class MemorySettings(ServiceSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     vectors: VectorSettings = Field(default_factory=VectorSettings)
     curation: CurationSettings = Field(default_factory=CurationSettings)
+    curator: CuratorSettings = Field(default_factory=CuratorSettings)

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
 from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message, encode_headers
 from mainstay_common.bus._routing import RetryPolicy, group_id
-from mainstay_common.bus._topics import create_missing_topics, spec_topic
+from mainstay_common.bus._topics import create_missing_topics, spec_topic, unique_topics
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.lifecycle import Resource
 from mainstay_common.settings import KafkaSettings, RetrySettings
@@ -339,7 +339,7 @@ class Bus(Resource):
             for spec in extra
         ]
         await create_missing_topics(
-            self.kafka.bootstrap, wanted, timeout_s=self.kafka.request_timeout_s
+            self.kafka.bootstrap, unique_topics(wanted), timeout_s=self.kafka.request_timeout_s
         )
 
     async def start(self, *, extra_topics: Iterable[TopicSpec[Any]] = ()) -> None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from mainstay_contracts import TopicSpec
 
-__all__ = ["create_missing_topics", "spec_topic"]
+__all__ = ["create_missing_topics", "spec_topic", "unique_topics"]
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -29,6 +29,21 @@ def spec_topic(spec: TopicSpec[Any], *, prefix: str = "", replication_factor: in
     )
 
 
+def unique_topics(topics: Sequence[NewTopic]) -> list[NewTopic]:
+    """Each name once, the first declaration winning.
+
+    A topic can be both consumed and declared as published; Apache Kafka refuses
+    a CreateTopics request that names a topic twice.
+    """
+    seen: set[str] = set()
+    unique = []
+    for topic in topics:
+        if topic.name not in seen:
+            seen.add(topic.name)
+            unique.append(topic)
+    return unique
+
+
 async def create_missing_topics(
     bootstrap: str, topics: Sequence[NewTopic], *, timeout_s: float = 30.0
 ) -> list[str]:
@@ -37,6 +52,7 @@ async def create_missing_topics(
     Existing topics are left exactly as they are, so this is safe to repeat and
     safe to race with another instance doing the same.
     """
+    topics = unique_topics(topics)
     if not topics:
         return []
     admin = AIOKafkaAdminClient(
