@@ -20,6 +20,7 @@ from mainstay_memory.domain.model import MemoryRecord, Outcome
 from mainstay_memory.domain.ports import IndexedVector, VectorFilter
 from mainstay_memory.domain.scoring import RecallWeights, rank
 from mainstay_memory.store.records import RecordFilter, StoredResult
+from mainstay_memory.store.vectors_pgvector import PgVectorIndex
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -295,13 +296,14 @@ class MemoryService:
             include_superseded=query.include_superseded,
         )
         candidates = max(query.top_k * 4, _MIN_CANDIDATES)
+        # The keyword search needs no vector: it runs while the query is embedded.
         vectors, keyword = await asyncio.gather(
             self.embedder.embed([query.query]),
-            self.records.keyword_ranks(query.query, where, candidates),
+            self.records.keyword_matches(query.query, where, candidates),
         )
-        hits = await self.vectors.search(
+        nearest = await self._nearest(
             vectors[0],
-            where=VectorFilter(
+            VectorFilter(
                 tenant=query.scope.tenant,
                 agent_id=query.scope.agent_id or None,
                 user_id=query.scope.user_id or None,
@@ -310,19 +312,33 @@ class MemoryService:
                 current_only=query.as_of is None and not query.include_superseded,
                 as_of=None if query.include_superseded else query.as_of,
             ),
-            limit=candidates,
+            where,
+            candidates,
         )
-        similarities = {hit.record_id: hit.similarity for hit in hits}
-        records = await self.records.load([*similarities, *keyword], where)
+        records = {record.id: record for record, _ in keyword.values()}
+        records.update((record.id, record) for record, _ in nearest)
         return rank(
-            records,
-            similarities=similarities,
-            keyword_ranks=keyword,
+            list(records.values()),
+            similarities={record.id: similarity for record, similarity in nearest},
+            keyword_ranks={record_id: found for record_id, (_, found) in keyword.items()},
             now=query.as_of or self.clock(),
             weights=self.weights,
             top_k=query.top_k,
             min_score=query.min_score,
         )
+
+    async def _nearest(
+        self, vector: list[float], vector_filter: VectorFilter, where: RecordFilter, limit: int
+    ) -> list[tuple[MemoryRecord, float]]:
+        """The records nearest to ``vector`` that pass ``where``, with their similarity."""
+        if isinstance(self.vectors, PgVectorIndex):
+            # Vectors and records share the database: one statement finds and loads them.
+            return await self.records.nearest(
+                self.vectors.nearest_query(vector, where=vector_filter, limit=limit), where
+            )
+        hits = await self.vectors.search(vector, where=vector_filter, limit=limit)
+        found = {r.id: r for r in await self.records.load([h.record_id for h in hits], where)}
+        return [(found[h.record_id], h.similarity) for h in hits if h.record_id in found]
 
 
 def snapshot(record: MemoryRecord) -> MemorySnapshot:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from mainstay_common.db import Connection, Database
+    from mainstay_memory.store.vectors_pgvector import NearestQuery
 
 __all__ = ["RecordFilter", "RecordStore", "StoredResult"]
 
@@ -242,18 +243,44 @@ class RecordStore:
             )
         return [_record(row) for row in rows]
 
-    async def keyword_ranks(self, query: str, where: RecordFilter, limit: int) -> dict[str, float]:
-        """Full-text matches of ``query`` passing ``where``, with their rank."""
+    async def keyword_matches(
+        self, query: str, where: RecordFilter, limit: int
+    ) -> dict[str, tuple[MemoryRecord, float]]:
+        """Full-text matches of ``query`` passing ``where``: each record with its rank.
+
+        The records come with the ranks so a recall needs no second query to load them.
+        """
         conditions, params = where.where(2)
         with map_asyncpg_errors():
             rows = await self.database.pool.fetch(
-                "SELECT id, ts_rank_cd(search, q) AS rank"
+                f"SELECT {_COLUMNS}, ts_rank_cd(search, q) AS rank"
                 " FROM records, websearch_to_tsquery('english', $1) AS q"
                 f" WHERE search @@ q AND {conditions} ORDER BY rank DESC LIMIT {int(limit)}",
                 query,
                 *params,
             )
-        return {str(row["id"]): float(row["rank"]) for row in rows}
+        return {str(row["id"]): (_record(row), float(row["rank"])) for row in rows}
+
+    async def nearest(
+        self, nearest: NearestQuery, where: RecordFilter
+    ) -> list[tuple[MemoryRecord, float]]:
+        """The records ``nearest`` finds that pass ``where``, with their similarity.
+
+        One statement, the pgvector search with the records joined to it: loading
+        the hits separately costs a round trip, a pool checkout and a second plan
+        on the critical path of every recall. Stale hits (a vector whose record is
+        forgotten or superseded) drop out in the join, as in :meth:`load`.
+        """
+        conditions, params = where.where(len(nearest.args) + 1)
+        sql = (
+            f"WITH hits AS ({nearest.sql}) SELECT {_COLUMNS}, hits.similarity"
+            f" FROM hits JOIN records ON records.id = hits.record_id WHERE {conditions}"
+        )
+        with map_asyncpg_errors():
+            async with self.database.pool.acquire() as conn:
+                await nearest.apply_settings(conn)
+                rows = await conn.fetch(sql, *nearest.args, *params)
+        return [(_record(row), float(row["similarity"])) for row in rows]
 
     async def load(self, ids: Sequence[str], where: RecordFilter) -> list[MemoryRecord]:
         """The records among ``ids`` that pass ``where`` (stale vector hits drop out here)."""
