@@ -21,8 +21,9 @@ def repo_copy(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     root.mkdir()
     shutil.copy2(REPO / "pyproject.toml", root / "pyproject.toml")
-    ignore = shutil.ignore_patterns("__pycache__")
-    for relative in ("schemas", "deploy/kafka", "libs/proto/src/mainstay"):
+    ignore = shutil.ignore_patterns("__pycache__", "tests")
+    # services/ too: a service's AsyncAPI hook is what makes schemas/asyncapi/<svc>.yaml expected
+    for relative in ("schemas", "deploy/kafka", "libs/proto/src/mainstay", "services"):
         if (REPO / relative).exists():
             shutil.copytree(REPO / relative, root / relative, ignore=ignore)
     return root
