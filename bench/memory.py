@@ -211,7 +211,10 @@ async def load(dsn: str, writes: Sequence[Write], *, seed: int, batch: int) -> L
     started = time.perf_counter()
     embedding = EmbeddingSettings(batch_size=batch)
     async with (
-        Database(PostgresSettings(dsn=dsn, pool_max_size=4), schema=SCHEMA) as database,
+        # The HNSW build and VACUUM of 100k vectors outlast the 30 s a service command gets.
+        Database(
+            PostgresSettings(dsn=dsn, pool_max_size=4, command_timeout_s=3600), schema=SCHEMA
+        ) as database,
         create_embedder(embedding) as embedder,
     ):
         await database.migrate(LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="memory"))
