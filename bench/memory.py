@@ -129,7 +129,7 @@ from mainstay_memory.app import MIGRATIONS, SCHEMA, MemoryApp
 from mainstay_memory.domain.ports import IndexedVector, VectorFilter
 from mainstay_memory.settings import EmbeddingSettings, MemorySettings, VectorSettings
 from mainstay_memory.store.embedding import create_embedder
-from mainstay_memory.store.records import RecordStore
+from mainstay_memory.store.records import RECORD_COLUMNS, RecordStore, record_row
 from mainstay_memory.store.vectors_pgvector import PgVectorIndex
 
 if TYPE_CHECKING:
@@ -141,39 +141,6 @@ if TYPE_CHECKING:
 HNSW_INDEX = "record_vectors_embedding_hnsw"
 
 # -- loading ---------------------------------------------------------------------
-
-# The columns and values RecordStore.insert writes, in its order.
-RECORD_COLUMNS = [
-    *("id", "tenant", "agent_id", "user_id", "session_id", "kind", "content", "subject"),
-    *("metadata", "importance", "source_task_id", "source_step", "idempotency_key"),
-    *("valid_from", "valid_to", "superseded_by", "created_at", "expires_at"),
-    *("merged_count", "forgotten"),
-]
-
-
-def record_row(record: MemoryRecord) -> tuple[Any, ...]:
-    return (
-        uuid.UUID(record.id),
-        record.scope.tenant,
-        record.scope.agent_id,
-        record.scope.user_id,
-        record.scope.session_id,
-        str(record.kind),
-        record.content,
-        record.subject,
-        json.dumps(record.metadata),
-        record.importance,
-        record.source.task_id,
-        record.source.step,
-        record.idempotency_key,
-        record.valid_from,
-        record.valid_to,
-        uuid.UUID(record.superseded_by) if record.superseded_by else None,
-        record.created_at,
-        record.expires_at,
-        record.merged_count,
-        record.forgotten,
-    )
 
 
 def log(message: str) -> None:
@@ -241,7 +208,7 @@ async def load(dsn: str, writes: Sequence[Write], *, seed: int, batch: int) -> L
             await conn.copy_records_to_table(
                 "records",
                 schema_name=SCHEMA,
-                columns=RECORD_COLUMNS,
+                columns=list(RECORD_COLUMNS),
                 records=[record_row(r) for r in records],
             )
         progress = Progress("vectors", len(records))

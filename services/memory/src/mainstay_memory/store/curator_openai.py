@@ -42,10 +42,9 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Self
 
-import httpx
-
 from mainstay_common.errors import DependencyUnavailable, map_httpx_errors
 from mainstay_memory.domain.extraction import MalformedFacts, parse_facts
+from mainstay_memory.store._openai import OpenAIEndpoint
 
 if TYPE_CHECKING:
     from mainstay_memory.domain.extraction import ExtractedFact
@@ -105,14 +104,10 @@ class OpenAIFactExtractor:
             raise ValueError("max_facts must be at least 1")
         if max_output_tokens < 1:
             raise ValueError("max_output_tokens must be at least 1")
-        headers = {"Accept": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), headers=headers)
-        self._url = httpx.URL(f"{base_url.rstrip('/')}/chat/completions")
-        port = f":{self._url.port}" if self._url.port is not None else ""
-        # For messages: no user-info or query string, which may carry secrets.
-        self._target = f"POST {self._url.scheme}://{self._url.host}{port}{self._url.path}"
+        endpoint = OpenAIEndpoint.create(
+            base_url=base_url, path="chat/completions", api_key=api_key, timeout_s=timeout_s
+        )
+        self._client, self._url, self._target = endpoint.client, endpoint.url, endpoint.target
         self._model = model
         self._max_facts = max_facts
         self._max_output_tokens = max_output_tokens

@@ -37,9 +37,8 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Self
 
-import httpx
-
 from mainstay_common.errors import DependencyUnavailable, map_httpx_errors
+from mainstay_memory.store._openai import OpenAIEndpoint
 from mainstay_memory.store._texts import check_texts
 
 if TYPE_CHECKING:
@@ -75,14 +74,10 @@ class OpenAIEmbedder:
             raise ValueError("batch_size must be at least 1")
         if dimension is not None and dimension < 1:
             raise ValueError("dimension must be positive")
-        headers = {"Accept": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), headers=headers)
-        self._url = httpx.URL(f"{base_url.rstrip('/')}/embeddings")
-        port = f":{self._url.port}" if self._url.port is not None else ""
-        # For messages: no user-info or query string, which may carry secrets.
-        self._target = f"POST {self._url.scheme}://{self._url.host}{port}{self._url.path}"
+        endpoint = OpenAIEndpoint.create(
+            base_url=base_url, path="embeddings", api_key=api_key, timeout_s=timeout_s
+        )
+        self._client, self._url, self._target = endpoint.client, endpoint.url, endpoint.target
         self._model = model
         self._requested_dimension = dimension
         self._dimension = dimension

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mainstay_common.db import Connection, Database
     from mainstay_memory.store.vectors_pgvector import NearestQuery
 
-__all__ = ["RecordFilter", "RecordStore", "StoredResult"]
+__all__ = ["RECORD_COLUMNS", "RecordFilter", "RecordStore", "StoredResult", "record_row"]
 
 _COLUMNS = (
     "id, tenant, agent_id, user_id, session_id, kind, content, subject, metadata, importance,"
@@ -102,6 +102,36 @@ def _record(row: asyncpg.Record) -> MemoryRecord:
     )
 
 
+RECORD_COLUMNS: tuple[str, ...] = tuple(_COLUMNS.split(", "))
+"""The columns of a stored record, in the order of :func:`record_row`."""
+
+
+def record_row(record: MemoryRecord) -> tuple[Any, ...]:
+    """A record's column values as PostgreSQL stores them (for INSERT or COPY)."""
+    return (
+        uuid.UUID(record.id),
+        record.scope.tenant,
+        record.scope.agent_id,
+        record.scope.user_id,
+        record.scope.session_id,
+        str(record.kind),
+        record.content,
+        record.subject,
+        json.dumps(record.metadata),
+        record.importance,
+        record.source.task_id,
+        record.source.step,
+        record.idempotency_key,
+        record.valid_from,
+        record.valid_to,
+        uuid.UUID(record.superseded_by) if record.superseded_by else None,
+        record.created_at,
+        record.expires_at,
+        record.merged_count,
+        record.forgotten,
+    )
+
+
 def _ids(values: Sequence[str]) -> list[uuid.UUID]:
     out = []
     for value in values:
@@ -176,26 +206,7 @@ class RecordStore:
                 f"INSERT INTO records ({_COLUMNS}) VALUES"
                 " ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16,"
                 " $17, $18, $19, $20)",
-                uuid.UUID(record.id),
-                record.scope.tenant,
-                record.scope.agent_id,
-                record.scope.user_id,
-                record.scope.session_id,
-                str(record.kind),
-                record.content,
-                record.subject,
-                json.dumps(record.metadata),
-                record.importance,
-                record.source.task_id,
-                record.source.step,
-                record.idempotency_key,
-                record.valid_from,
-                record.valid_to,
-                uuid.UUID(record.superseded_by) if record.superseded_by else None,
-                record.created_at,
-                record.expires_at,
-                record.merged_count,
-                record.forgotten,
+                *record_row(record),
             )
 
     async def update(self, tx: Connection, record: MemoryRecord) -> None:
