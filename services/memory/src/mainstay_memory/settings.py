@@ -63,7 +63,15 @@ class VectorSettings(BaseSettings):
     weaviate_collection: str = "MainstayMemory"
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
-    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    hnsw_ef_search: int = Field(
+        default=500,
+        ge=1,
+        le=1000,
+        description=(
+            "Candidates an HNSW search keeps. 500 gives recall@10 of ~0.97 on the 100k "
+            "benchmark corpus with the default build (100 gives ~0.90)."
+        ),
+    )
 
 
 class CurationSettings(BaseSettings):
