@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import statistics
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
+from _stack import stack  # bench/, the script's own folder, is on sys.path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import BaseModel
@@ -41,11 +39,7 @@ from pydantic import BaseModel
 from mainstay_common.bus import Bus, Event
 from mainstay_common.db import LIBRARY_MIGRATIONS, Connection, Database, Migration
 from mainstay_common.settings import KafkaSettings, PostgresSettings
-from mainstay_common.testing import start_test_stack
 from mainstay_contracts import TopicSpec
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
 
 
 class Work(BaseModel):
@@ -78,17 +72,6 @@ DONE = TopicSpec(
 PROCESSED = Migration(
     id="bench/0001_processed", sql="CREATE TABLE processed (item_id text PRIMARY KEY, step int)"
 )
-
-
-@contextlib.asynccontextmanager
-async def stack() -> AsyncIterator[tuple[str, str]]:
-    kafka = os.environ.get("MAINSTAY_KAFKA_BOOTSTRAP")
-    postgres = os.environ.get("MAINSTAY_POSTGRES_DSN")
-    if kafka and postgres:
-        yield kafka, postgres
-        return
-    async with start_test_stack(kafka=kafka, postgres=postgres) as addresses:
-        yield addresses.kafka_bootstrap, addresses.postgres_dsn
 
 
 async def create_topics(bootstrap: str, *names: str) -> None:

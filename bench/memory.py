@@ -93,7 +93,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import sys
 import tempfile
@@ -117,6 +116,7 @@ from _memory_corpus import (  # bench/, the script's own folder, is on sys.path
     curate,
     questions,
 )
+from _stack import stack  # bench/, the script's own folder, is on sys.path
 from asyncpg.exceptions import InsufficientPrivilegeError
 
 from mainstay.memory.v1 import memory_pb2 as pb
@@ -125,7 +125,6 @@ from mainstay_common.auth import TokenSigner
 from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations
 from mainstay_common.grpc import create_channel
 from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings
-from mainstay_common.testing import start_test_stack
 from mainstay_memory.app import MIGRATIONS, SCHEMA, MemoryApp
 from mainstay_memory.domain.ports import IndexedVector, VectorFilter
 from mainstay_memory.settings import EmbeddingSettings, MemorySettings, VectorSettings
@@ -466,17 +465,6 @@ async def measure(
 
 
 # -- the run ---------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def stack() -> AsyncIterator[tuple[str, str]]:
-    kafka = os.environ.get("MAINSTAY_KAFKA_BOOTSTRAP")
-    postgres = os.environ.get("MAINSTAY_POSTGRES_DSN")
-    if kafka and postgres:
-        yield kafka, postgres
-        return
-    async with start_test_stack(kafka=kafka, postgres=postgres) as addresses:
-        yield addresses.kafka_bootstrap, addresses.postgres_dsn
 
 
 def with_database(dsn: str, name: str) -> str:

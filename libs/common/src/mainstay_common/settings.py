@@ -55,6 +55,14 @@ class KafkaSettings(BaseSettings):
         ge=1,
         description="How long an idle consumer waits for records before polling again.",
     )
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=30_000,
+        description="Longest the broker may hold a fetch open while waiting for data. Kafka"
+        " answers as soon as data arrives, so there it only paces idle polling; the embedded"
+        " broker always waits this long, so there it also bounds delivery latency.",
+    )
     replication_factor: int = Field(
         default=1,
         ge=1,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import jwt
+from cryptography.fernet import Fernet
 
 from mainstay_common.auth import TokenVerifier
 from mainstay_common.auth.devkeys import ensure_dev_credentials
@@ -40,6 +41,10 @@ def test_files_and_modes(tmp_path: Path) -> None:
 
     assert _mode(creds.private_key_path) == 0o600
     assert _mode(creds.admin_token_path) == 0o600
+    assert _mode(creds.vault_key_path) == 0o600
+    vault_key = creds.vault_key_path.read_text()
+    Fernet(vault_key.strip().encode())  # a usable key for the tools gateway's vault
+    assert ensure_dev_credentials(tmp_path / "home").vault_key_path.read_text() == vault_key
     assert creds.private_key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
     (jwk,) = json.loads(creds.jwks_path.read_text())["keys"]
     assert jwk == {

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -367,3 +369,36 @@ async def test_the_trace_continues_from_publisher_to_handler(make_bus) -> None:
             publisher_trace = span.get_span_context().trace_id
         await wait_for(lambda: bool(handler_trace), what="the handler")
     assert handler_trace == [publisher_trace]
+
+
+def _keys_on_two_partitions() -> tuple[str, str]:
+    choose = DefaultPartitioner()
+    parts = list(range(ORDERS.partitions))
+    first = "o-slow"
+    for n in range(1000):
+        other = f"o-quick-{n}"
+        if choose(other.encode(), parts, parts) != choose(first.encode(), parts, parts):
+            return first, other
+    raise AssertionError("no key on another partition")
+
+
+async def test_a_slow_message_holds_up_only_its_own_partition_of_a_batch(make_bus) -> None:
+    slow_key, quick_key = _keys_on_two_partitions()
+    finished: list[str] = []
+    bus = make_bus()
+
+    @bus.subscriber(ORDERS, handler="place")
+    async def place(event: Event[Order]) -> None:
+        if event.payload.note == "slow":
+            await asyncio.sleep(1.5)
+        finished.append(event.payload.note)
+
+    # Both wait before the consumer starts, so they arrive in one polled batch.
+    async with make_bus(service="producer") as producer:
+        await producer.publish(ORDERS, order(slow_key, note="slow"))
+        await producer.publish(ORDERS, order(slow_key, note="after-slow"))
+        await producer.publish(ORDERS, order(quick_key, note="quick"))
+    async with bus:
+        await wait_for(lambda: len(finished) >= 3, what="all three messages")
+    assert finished.index("quick") < finished.index("slow")
+    assert finished.index("slow") < finished.index("after-slow")  # order within a partition

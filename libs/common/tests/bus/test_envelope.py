@@ -46,6 +46,7 @@ def test_public_names_are_stable() -> None:
         "LIBRARY_MIGRATIONS",
         "Connection",
         "Database",
+        "Listener",
         "Migration",
         "Outbox",
         "OutboxRelay",

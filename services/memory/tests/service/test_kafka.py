@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from mainstay.memory.v1 import memory_pb2 as pb
 from mainstay_common.bus import Bus
+from mainstay_common.testing import read_records
 from mainstay_contracts.memory import MEMORY_EVENTS, REMEMBER, RememberCommand
 
 from .conftest import Memory, new_tenant
@@ -24,26 +23,16 @@ async def events_of(
     memory: Memory, tenant: str, *, count: int, wait_s: float = 20.0
 ) -> list[dict[str, Any]]:
     """Events on memory.evt.memory.v1 about ``tenant``, in order."""
-    consumer = AIOKafkaConsumer(
+    records = await read_records(
+        memory.kafka.bootstrap,
         f"{memory.kafka.topic_prefix}{MEMORY_EVENTS.name}",
-        bootstrap_servers=memory.kafka.bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+        count=count,
+        accept=lambda r: json.loads(r.value)["record"]["scope"]["tenant"] == tenant,
+        wait_s=wait_s,
     )
-    await consumer.start()
-    found: list[dict[str, Any]] = []
-    deadline = time.monotonic() + wait_s
-    try:
-        while len(found) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=300)
-            for records in batch.values():
-                for record in records:
-                    event = json.loads(record.value)
-                    if event["record"]["scope"]["tenant"] == tenant:
-                        headers = {k: v.decode() for k, v in record.headers}
-                        found.append({**event, "ce_type": headers["ce_type"]})
-    finally:
-        await consumer.stop()
+    found = [
+        {**json.loads(r.value), "ce_type": dict(r.headers)["ce_type"].decode()} for r in records
+    ]
     return sorted(found, key=lambda e: (e["occurred_at"], e["type"] != "superseded"))
 
 
@@ -128,26 +117,13 @@ async def test_a_command_with_a_bad_token_is_dead_lettered(memory: Memory) -> No
     message = command(memory, tenant, "Should never be stored")
     forged = message.model_copy(update={"token": "not-a-token"})
     await publish_remember(memory, forged, event_id=str(uuid.uuid4()))
-    consumer = AIOKafkaConsumer(
+    records = await read_records(
+        memory.kafka.bootstrap,
         f"{memory.kafka.topic_prefix}memory.remember.dlq",
-        bootstrap_servers=memory.kafka.bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+        count=1,
+        accept=lambda r: json.loads(r.value)["scope"]["tenant"] == tenant,
     )
-    await consumer.start()
-    letters = []
-    try:
-        deadline = time.monotonic() + 20
-        while not letters and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=300)
-            for records in batch.values():
-                letters.extend(
-                    {k: v.decode() for k, v in r.headers}
-                    for r in records
-                    if json.loads(r.value)["scope"]["tenant"] == tenant
-                )
-    finally:
-        await consumer.stop()
+    letters = [{k: v.decode() for k, v in r.headers} for r in records]
     assert letters, "the command was not dead-lettered"
     assert letters[0]["mainstay-error-class"] == "permanent"
     assert letters[0]["mainstay-error-type"] == "Unauthenticated"

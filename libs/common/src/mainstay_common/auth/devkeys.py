@@ -36,6 +36,8 @@ _RENEW_BEFORE = timedelta(days=1)
 _KEY_FILE = "signing-key.pem"
 _JWKS_FILE = "jwks.json"
 _TOKEN_FILE = "admin.token"  # noqa: S105  # a file name, not a secret
+VAULT_KEY_FILE = "vault.key"
+"""The tools gateway's development vault key (``TOOLS_GATEWAY_VAULT_KEY_FILE``)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class DevCredentials:
     private_key_path: Path
     jwks_path: Path
     admin_token_path: Path
+    vault_key_path: Path
     kid: str
     signer: TokenSigner = field(repr=False)
     admin_token: str = field(repr=False)
@@ -129,8 +132,16 @@ def _ensure_admin_token(path: Path, signer: TokenSigner, now: datetime) -> str:
     return token
 
 
+def _ensure_vault_key(path: Path) -> None:
+    if path.is_file() and path.read_text().strip():
+        return
+    from cryptography.fernet import Fernet  # noqa: PLC0415 - only the first start needs it
+
+    _write_atomically(path, Fernet.generate_key() + b"\n", 0o600)
+
+
 def ensure_dev_credentials(home: Path, *, now: datetime | None = None) -> DevCredentials:
-    """Create (or reuse) the development key, JWKS and admin token under ``home``.
+    """Create (or reuse) the development key, JWKS, admin token and vault key under ``home``.
 
     The admin token has issuer ``mainstay-identity``, audience ``mainstay``,
     subject ``admin``, tenant ``default`` and scope ``*``, and lives 30 days.
@@ -141,11 +152,13 @@ def ensure_dev_credentials(home: Path, *, now: datetime | None = None) -> DevCre
     signer = _load_or_create_signer(key_path)
     _ensure_jwks(jwks_path, signer)
     token = _ensure_admin_token(token_path, signer, now or datetime.now(UTC))
+    _ensure_vault_key(home / VAULT_KEY_FILE)
     return DevCredentials(
         home=home,
         private_key_path=key_path,
         jwks_path=jwks_path,
         admin_token_path=token_path,
+        vault_key_path=home / VAULT_KEY_FILE,
         kid=signer.kid,
         signer=signer,
         admin_token=token,

@@ -173,6 +173,7 @@ class Bus(Resource):
             batch=True,
             max_records=self.kafka.max_batch,
             batch_timeout_ms=self.kafka.poll_timeout_ms,
+            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
             parser=_lenient_parser,
             decoder=_undecoded,
             title=f"{group}",

@@ -174,34 +174,71 @@ class Consumer(Generic[P]):
             for record in records
         ]
         progress = _Progress(items)
+        if self.database is None:
+            # Plain handlers: the batch's partitions run side by side, each in
+            # offset order, so one slow message delays only its own partition.
+            partitions: dict[TopicPartition, list[_Item[P]]] = {}
+            for item in items:
+                partitions.setdefault(item.partition, []).append(item)
+            await asyncio.gather(
+                *(self._run_alone(part, progress, kafka_consumer) for part in partitions.values())
+            )
+            await self._commit(kafka_consumer, progress.commit_offsets())
+            return
         group: list[_Item[P]] = []
         for item in items:
-            if item.partition in progress.stopped:
+            if not await self._admit(item, progress, kafka_consumer):
                 continue
-            if self.bus.closing.is_set():
-                progress.stop(item, kafka_consumer)  # the next owner handles it
-                continue
-            if item.tier and await self._defer_until_due(item, kafka_consumer):
-                progress.stopped.add(item.partition)
-                continue
-            try:
-                item.event = self._parse(item)
-            except InvalidMessage as exc:
+            if (invalid := self._parse_into(item)) is not None:
                 await self._flush(group, progress, kafka_consumer)
                 group = []
-                await self._settle(
-                    item, progress, kafka_consumer, self._dead_letter(item, item_attempt(item), exc)
-                )
+                await self._reject(item, progress, kafka_consumer, invalid)
                 continue
-            if self.database is not None:
-                group.append(item)
-                if len(group) >= _MAX_GROUP:
-                    await self._flush(group, progress, kafka_consumer)
-                    group = []
-            else:
-                await self._handle_alone(item, progress, kafka_consumer)
+            group.append(item)
+            if len(group) >= _MAX_GROUP:
+                await self._flush(group, progress, kafka_consumer)
+                group = []
         await self._flush(group, progress, kafka_consumer)
         await self._commit(kafka_consumer, progress.commit_offsets())
+
+    async def _run_alone(
+        self, items: Sequence[_Item[P]], progress: _Progress, kafka_consumer: Any
+    ) -> None:
+        for item in items:
+            if not await self._admit(item, progress, kafka_consumer):
+                continue
+            if (invalid := self._parse_into(item)) is not None:
+                await self._reject(item, progress, kafka_consumer, invalid)
+                continue
+            await self._handle_alone(item, progress, kafka_consumer)
+
+    async def _admit(self, item: _Item[P], progress: _Progress, kafka_consumer: Any) -> bool:
+        """Whether ``item`` is due now (not stopped, not shutting down, not held in a tier)."""
+        if item.partition in progress.stopped:
+            return False
+        if self.bus.closing.is_set():
+            progress.stop(item, kafka_consumer)  # the next owner handles it
+            return False
+        if item.tier and await self._defer_until_due(item, kafka_consumer):
+            progress.stopped.add(item.partition)
+            return False
+        return True
+
+    def _parse_into(self, item: _Item[P]) -> InvalidMessage | None:
+        """Parse ``item.event``; the reason when the message is invalid."""
+        try:
+            item.event = self._parse(item)
+        except InvalidMessage as exc:
+            return exc
+        return None
+
+    async def _reject(
+        self, item: _Item[P], progress: _Progress, kafka_consumer: Any, exc: InvalidMessage
+    ) -> None:
+        """An invalid message goes straight to the DLQ, never retried."""
+        await self._settle(
+            item, progress, kafka_consumer, self._dead_letter(item, item_attempt(item), exc)
+        )
 
     def _parse(self, item: _Item[P]) -> Event[P]:
         record = item.record

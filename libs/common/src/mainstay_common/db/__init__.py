@@ -4,12 +4,14 @@ from pathlib import Path
 
 from mainstay_common.db._database import Connection, Database, Migration, load_migrations
 from mainstay_common.db._inbox import claim_inbox, claim_inbox_many, purge_inbox
+from mainstay_common.db._listener import Listener
 from mainstay_common.db._outbox import Outbox, OutboxRelay
 
 __all__ = [
     "LIBRARY_MIGRATIONS",
     "Connection",
     "Database",
+    "Listener",
     "Migration",
     "Outbox",
     "OutboxRelay",

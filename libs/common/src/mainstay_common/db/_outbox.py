@@ -16,17 +16,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mainstay_common.bus._envelope import OutgoingMessage
+from mainstay_common.db._listener import Listener
 from mainstay_common.errors import map_asyncpg_errors
 from mainstay_common.lifecycle import Resource
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
-
-    import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
 
     from mainstay_common.db._database import Connection, Database
 
@@ -44,6 +42,36 @@ class Outbox:
 
     def __init__(self, database: Database) -> None:
         self._channel = _channel(database.schema)
+
+    @property
+    def channel(self) -> str:
+        """What to ``pg_notify`` after staging rows, so the relay wakes at once."""
+        return self._channel
+
+    def insert_statement(
+        self, messages: Sequence[OutgoingMessage], *, first_param: int
+    ) -> tuple[str, list[Any]]:
+        """An ``INSERT`` of ``messages`` and its arguments, numbered from ``$first_param``.
+
+        For a caller that writes its state change and its messages in one
+        statement (data-modifying CTEs commit or fail together) to save round
+        trips; it must also ``pg_notify(outbox.channel, '')`` in that statement.
+        """
+        n = first_param
+        # Only parameter numbers are formatted in.
+        sql = (
+            "INSERT INTO outbox (event_id, topic, key, value, headers) SELECT * FROM"  # noqa: S608
+            f" unnest(${n}::text[], ${n + 1}::text[], ${n + 2}::bytea[], ${n + 3}::bytea[],"
+            f" ${n + 4}::jsonb[])"
+        )
+        args: list[Any] = [
+            [m.event_id for m in messages],
+            [m.topic for m in messages],
+            [m.key for m in messages],
+            [m.value for m in messages],
+            [json.dumps(m.headers) for m in messages],
+        ]
+        return sql, args
 
     async def add(self, tx: Connection, *messages: OutgoingMessage) -> None:
         """Insert ``messages``; they are published only if ``tx`` commits."""
@@ -77,7 +105,7 @@ class OutboxRelay(Resource):
         self._error_backoff = error_backoff
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listener: PoolConnectionProxy[asyncpg.Record] | None = None
+        self._listener = Listener(database, _channel(database.schema), self._wake.set)
         self.published = 0
 
     async def relay_once(self) -> int:
@@ -135,17 +163,8 @@ class OutboxRelay(Resource):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
 
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
-
     async def start(self) -> None:
-        try:
-            listener = await self._database.pool.acquire()
-            self._listener = listener
-            await listener.add_listener(_channel(self._database.schema), self._on_notify)
-        except Exception:  # noqa: BLE001 - LISTEN is an optimisation only
-            # Polling alone still relays everything, only with more latency.
-            _log.warning("outbox LISTEN unavailable; relying on polling", exc_info=True)
+        await self._listener.start()
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self._database.schema}")
 
     async def close(self) -> None:
@@ -154,10 +173,4 @@ class OutboxRelay(Resource):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.remove_listener(
-                    _channel(self._database.schema), self._on_notify
-                )
-            await self._database.pool.release(self._listener)
-            self._listener = None
+        await self._listener.close()

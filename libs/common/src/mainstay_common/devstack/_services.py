@@ -69,6 +69,7 @@ def service_environment(
     # The development credentials live in the home; a service started from any
     # directory must find them unless the developer pointed elsewhere.
     env.setdefault("MAINSTAY_AUTH_JWKS_FILE", str(home / "jwks.json"))
+    env.setdefault("TOOLS_GATEWAY_VAULT_KEY_FILE", str(home / "vault.key"))
     # Workspace services are installed in the environment already; the src
     # folder on the path also runs a service that is not (yet) installed.
     env["PYTHONPATH"] = os.pathsep.join(

@@ -3,9 +3,11 @@
 The plugin (``-p mainstay_common.testing.plugin``, already in the workspace's
 pytest options) provides ``mainstay_stack``, ``kafka_bootstrap``,
 ``postgres_dsn``, ``topic_prefix`` and ``pg_schema``; see its module docstring.
+:func:`read_records` reads what a service published.
 """
 
 from mainstay_common.testing._addresses import StackAddresses
+from mainstay_common.testing._kafka import read_records
 from mainstay_common.testing._stack import start_test_stack
 
-__all__ = ["StackAddresses", "start_test_stack"]
+__all__ = ["StackAddresses", "read_records", "start_test_stack"]

@@ -1,0 +1,1 @@
+"""Mainstay tools gateway: one governed door for every tool call."""
