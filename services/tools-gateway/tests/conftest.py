@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -80,6 +81,22 @@ class Gateway:
         )
         assert response.status_code == 200, response.text
         return dict(response.json())
+
+    async def audit(
+        self, tenant: str, *, count: int, params: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The tenant's audit rows, once ``count`` are there (synchronous calls write theirs
+        just behind the answer), newest first."""
+        headers = self.headers(tenant, ["tools:audit"], subject="auditor")
+        rows: list[dict[str, Any]] = []
+        for _ in range(100):
+            response = await self.http.get("/v1/audit", params=params or {}, headers=headers)
+            assert response.status_code == 200, response.text
+            rows = response.json()["calls"]
+            if len(rows) >= count:
+                break
+            await asyncio.sleep(0.05)
+        return rows
 
     def http_tool(self, name: str, path: str, **fields: Any) -> dict[str, Any]:
         """The spec of an HTTP tool on the test's tool server."""

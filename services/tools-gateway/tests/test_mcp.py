@@ -316,13 +316,7 @@ async def test_an_mcp_client_calls_a_tool_and_the_call_is_audited(gateway: Gatew
         assert result.meta["mainstay/untrusted"] is True
         call_id = result.meta["mainstay/callId"]
 
-    audit = await gateway.http.get(
-        "/v1/audit",
-        params={"tool": "calculator"},
-        headers=gateway.headers(who, ["tools:audit"], subject="auditor"),
-    )
-    assert audit.status_code == 200, audit.text
-    rows = audit.json()["calls"]
+    rows = await gateway.audit(who, count=1, params={"tool": "calculator"})
     assert [r["call_id"] for r in rows] == [call_id]
     assert rows[0]["channel"] == "mcp"
     assert rows[0]["outcome"] == "OK"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Self
 
-__all__ = ["Resource"]
+__all__ = ["Resource", "StackedResource"]
 
 
 class Resource:
@@ -27,3 +28,27 @@ class Resource:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+class StackedResource(Resource):
+    """A resource built from parts started in order and closed in reverse.
+
+    A subclass implements :meth:`_start`, entering each part on ``stack``; a
+    start that fails half-way closes the parts already started before raising.
+    """
+
+    def __init__(self) -> None:
+        self._stack = contextlib.AsyncExitStack()
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        try:
+            await self._start(self._stack)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def close(self) -> None:
+        await self._stack.aclose()

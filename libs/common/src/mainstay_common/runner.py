@@ -14,6 +14,8 @@ import asyncio
 import signal
 from typing import TYPE_CHECKING, TypeVar
 
+import uvloop
+
 from mainstay_common.settings import ServiceSettings
 from mainstay_common.telemetry import configure_logging
 
@@ -40,6 +42,20 @@ async def _serve(name: str, load: Callable[[], S], create_app: Callable[[S], Res
         await stop.wait()
 
 
-def run_service(name: str, load: Callable[[], S], create_app: Callable[[S], Resource]) -> None:
-    """Read the settings with ``load``, then serve ``create_app(settings)`` until signalled."""
-    asyncio.run(_serve(name, load, create_app))
+def run_service(
+    name: str,
+    load: Callable[[], S],
+    create_app: Callable[[S], Resource],
+    *,
+    fast_loop: bool = False,
+) -> None:
+    """Read the settings with ``load``, then serve ``create_app(settings)`` until signalled.
+
+    ``fast_loop`` runs on uvloop, a drop-in event loop that roughly halves the
+    per-request cost of HTTP and database round trips; services whose
+    libraries all support it (no ``grpc.aio``) opt in.
+    """
+    if fast_loop:
+        uvloop.run(_serve(name, load, create_app))
+    else:
+        asyncio.run(_serve(name, load, create_app))

@@ -85,6 +85,18 @@ async def test_keys_are_fetched_once_and_served_from_cache(endpoint: JwksEndpoin
     assert endpoint.hits == 1
 
 
+async def test_concurrent_first_calls_wait_for_the_one_load(endpoint: JwksEndpoint) -> None:
+    # A burst of requests right after start: one fetch, and none of them is refused.
+    endpoint.delay_s = 0.2
+    verifier = _verifier(JwksCache(endpoint.url, refresh_min_interval_s=10))
+    tokens = [_token(endpoint.signers[0]) for _ in range(20)]
+
+    principals = await asyncio.gather(*(verifier.verify(t) for t in tokens))
+
+    assert [p.subject for p in principals] == ["agent"] * 20
+    assert endpoint.hits == 1
+
+
 async def test_a_rotated_key_is_picked_up_on_its_first_token(endpoint: JwksEndpoint) -> None:
     clock = Clock()
     verifier = _verifier(JwksCache(endpoint.url, refresh_min_interval_s=10, clock=clock))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -273,3 +274,47 @@ def test_parse_bearer_accepts_any_case(header: str, expected: str) -> None:
 def test_parse_bearer_rejects_other_schemes(header: str | None, reason: str) -> None:
     with pytest.raises(Unauthenticated, match=reason):
         parse_bearer(header)
+
+
+async def test_a_remembered_token_still_fails_once_its_key_is_withdrawn(
+    tmp_path: Path, signer: TokenSigner, write_jwks: Callable[..., None]
+) -> None:
+    other = TokenSigner.generate()
+    path = tmp_path / "jwks.json"
+    write_jwks(path, signer, other)
+    verifier = TokenVerifier(
+        JwksCache(path, cache_s=0.0, refresh_min_interval_s=0.0),
+        issuer="mainstay-identity",
+        audience="mainstay",
+    )
+    token = signer.mint(subject="a", tenant="t", scopes=["x"])
+    assert (await verifier.verify(token)).subject == "a"
+    assert (await verifier.verify(token)).subject == "a"  # answered from memory
+
+    write_jwks(path, other)  # the identity service withdraws the key
+
+    assert f"unknown key '{signer.kid}'" in await _reason(verifier, token)
+
+
+async def test_a_remembered_token_expires_and_stays_subject_to_revocation(
+    jwks_path: Path, signer: TokenSigner
+) -> None:
+    revoked: set[str] = set()
+
+    async def is_revoked(principal: Principal) -> bool:
+        return principal.token_id in revoked
+
+    verifier = TokenVerifier(
+        JwksCache(jwks_path),
+        issuer="mainstay-identity",
+        audience="mainstay",
+        leeway_s=0.0,
+        is_revoked=is_revoked,
+    )
+    short = signer.mint(subject="a", tenant="t", scopes=[], ttl=timedelta(seconds=2))
+    assert (await verifier.verify(short)).subject == "a"
+    revoked.add((await verifier.verify(short)).token_id)
+    assert await _reason(verifier, short) == "token has been revoked"
+    revoked.clear()
+    await asyncio.sleep(2.1)
+    assert await _reason(verifier, short) == "token has expired"

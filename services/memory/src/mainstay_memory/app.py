@@ -19,7 +19,7 @@ from mainstay_common.bus import Bus
 from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Outbox, OutboxRelay, load_migrations
 from mainstay_common.grpc import GrpcServer
 from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
-from mainstay_common.lifecycle import Resource
+from mainstay_common.lifecycle import StackedResource
 from mainstay_common.telemetry import setup_telemetry
 from mainstay_common.telemetry.metrics import BusMetrics
 from mainstay_contracts.memory import MEMORY_EVENTS
@@ -43,12 +43,12 @@ MIGRATIONS = Path(__file__).parent / "store" / "migrations"
 SCHEMA = "memory"
 
 
-class MemoryApp(Resource):
+class MemoryApp(StackedResource):
     """One running instance of the memory service."""
 
     def __init__(self, settings: MemorySettings) -> None:
+        super().__init__()
         self.settings = settings
-        self._stack = contextlib.AsyncExitStack()
         self.service: MemoryService | None = None
         self.grpc: GrpcServer | None = None
         self.http: HttpServer | None = None
@@ -64,16 +64,8 @@ class MemoryApp(Resource):
         assert self.http is not None
         return self.http.port
 
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
-
-    async def _start(self) -> None:
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
-        stack = self._stack
         telemetry = setup_telemetry("memory", settings.telemetry, instance_id=settings.instance_id)
         stack.push_async_callback(telemetry.aclose)
         database = await stack.enter_async_context(Database(settings.postgres, schema=SCHEMA))
@@ -150,9 +142,6 @@ class MemoryApp(Resource):
             except Exception:  # noqa: BLE001 - the sweeper must outlive one failure
                 _log.exception("expiry sweep failed; retrying at the next interval")
             await asyncio.sleep(interval)
-
-    async def close(self) -> None:
-        await self._stack.aclose()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

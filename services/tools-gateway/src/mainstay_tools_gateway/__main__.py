@@ -8,7 +8,7 @@ from mainstay_tools_gateway.settings import ToolsGatewaySettings
 
 
 def main() -> None:
-    run_service("tools-gateway", ToolsGatewaySettings, create_app)
+    run_service("tools-gateway", ToolsGatewaySettings, create_app, fast_loop=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ the reverse, so nothing in flight loses a dependency while it finishes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ from mainstay_common.auth import TokenVerifier
 from mainstay_common.bus import Bus
 from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Outbox, OutboxRelay, load_migrations
 from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
-from mainstay_common.lifecycle import Resource
+from mainstay_common.lifecycle import StackedResource
 from mainstay_common.telemetry import setup_telemetry
 from mainstay_common.telemetry.metrics import BusMetrics
 from mainstay_contracts.ledger import RECORD_USAGE
@@ -39,6 +38,8 @@ from mainstay_tools_gateway.store.registry import RegistryStore
 from mainstay_tools_gateway.store.vault import Vault
 
 if TYPE_CHECKING:
+    import contextlib
+
     from mainstay_tools_gateway.settings import ToolsGatewaySettings
 
 __all__ = ["MIGRATIONS", "SCHEMA", "ToolsGatewayApp", "create_app"]
@@ -64,12 +65,12 @@ def vault_keys(settings: ToolsGatewaySettings) -> list[str]:
     return []
 
 
-class ToolsGatewayApp(Resource):
+class ToolsGatewayApp(StackedResource):
     """One running instance of the tools gateway."""
 
     def __init__(self, settings: ToolsGatewaySettings) -> None:
+        super().__init__()
         self.settings = settings
-        self._stack = contextlib.AsyncExitStack()
         self.gateway: ToolsGateway | None = None
         self.http: HttpServer | None = None
         self.bus: Bus | None = None
@@ -79,16 +80,8 @@ class ToolsGatewayApp(Resource):
         assert self.http is not None
         return self.http.port
 
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
-
-    async def _start(self) -> None:
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
-        stack = self._stack
         registry_file = (
             load_registry_file(settings.registry_file) if settings.registry_file else None
         )
@@ -97,7 +90,11 @@ class ToolsGatewayApp(Resource):
             "tools-gateway", settings.telemetry, instance_id=settings.instance_id
         )
         stack.push_async_callback(telemetry.aclose)
-        database = await stack.enter_async_context(Database(settings.postgres, schema=SCHEMA))
+        # The gateway leaves no session state behind (SET LOCAL only, transaction-scoped
+        # locks), so pooled connections skip the reset round trip on release.
+        database = await stack.enter_async_context(
+            Database(settings.postgres, schema=SCHEMA, reset_sessions=False)
+        )
         await database.migrate(LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="tools"))
         self.bus = bus = Bus(
             service="tools",
@@ -138,6 +135,8 @@ class ToolsGatewayApp(Resource):
             mcp_stdio_enabled=settings.mcp_stdio_enabled,
             observer=observer,
         )
+        # Closed after the HTTP server and the bus, before the database.
+        stack.push_async_callback(gateway.drain, settings.shutdown_grace_s)
         register_kafka_handlers(bus, gateway, verifier)
         await bus.start(extra_topics=[TOOL_CALLS, TOOL_EVENTS, RECORD_USAGE])
         stack.push_async_callback(bus.close)
@@ -169,9 +168,6 @@ class ToolsGatewayApp(Resource):
             HttpServer(app, host=settings.http_host, port=settings.http_port)
         )
         _log.info("tools gateway serving HTTP on %s:%d", settings.http_host, self.http.port)
-
-    async def close(self) -> None:
-        await self._stack.aclose()
 
 
 def create_app(settings: ToolsGatewaySettings) -> ToolsGatewayApp:

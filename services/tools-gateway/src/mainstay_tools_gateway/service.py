@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from mainstay_common.errors import InvalidArgument, NotFound
+from mainstay_common.errors import InvalidArgument, NotFound, RetryableError
 from mainstay_contracts.ledger import RECORD_USAGE, RecordUsageCommand
 from mainstay_contracts.tools import TOOL_CALLS, CallProblem, ToolCallEvent, ToolEvent, ToolSpec
 from mainstay_tools_gateway.domain.model import (
@@ -43,7 +43,7 @@ from mainstay_tools_gateway.domain.redaction import Redactor, argument_digest
 from mainstay_tools_gateway.domain.schemas import SchemaCheck, closest_names, schema_problem
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from mainstay_common.auth import Principal
     from mainstay_common.bus import Bus, Event, OutgoingMessage
@@ -64,6 +64,8 @@ ADMIN_SCOPE = "tools:admin"
 AUDIT_SCOPE = "tools:audit"
 """Read the audit trail of the caller's tenant."""
 
+_MAX_WRITES_BEHIND = 256
+_WRITE_BEHIND_PATIENCE_S = 60.0
 _SYNCHRONOUS = frozenset({"http", "mcp"})
 """Doors whose caller gets the result in the answer: their events may leave with the
 outbox relay's next pass instead of waking it for every call (the relay's work per
@@ -130,6 +132,8 @@ class ToolsGateway:
         observer: CallObserver | None = None,
     ) -> None:
         self._builtin_names = builtin_names
+        self._writes_behind = asyncio.Semaphore(_MAX_WRITES_BEHIND)
+        self._pending_writes: set[asyncio.Task[None]] = set()
         self._mcp_stdio_enabled = mcp_stdio_enabled
         self.registry = registry
         self.vault = vault
@@ -201,18 +205,88 @@ class ToolsGateway:
         usage = self._usage(result, call.tool)
         if usage is not None:
             messages.append(usage)
-        await self.calls.finish(
+        await self._record(
             result,
-            args_digest=call.digest,
+            digest=call.digest,
             channel=channel,
             claimed=call.claimed,
             store=result.outcome in FINAL_OUTCOMES,
             messages=messages,
-            wake_relay=channel not in _SYNCHRONOUS,
         )
         if self._observer.call_finished is not None:
             self._observer.call_finished(result.tool, result.outcome, result.latency_ms / 1000)
         return result
+
+    async def _record(
+        self,
+        result: ToolCallEvent,
+        *,
+        digest: str,
+        channel: str,
+        claimed: bool,
+        store: bool,
+        messages: list[OutgoingMessage],
+    ) -> None:
+        """Write the audit row, the stored result and the events (one statement).
+
+        A call that holds an idempotency claim, or came over Kafka, waits for
+        the write: its stored result or its answer must be durable first. A
+        synchronous call without a key writes behind its answer: the caller has
+        the result already, and the write (retried while PostgreSQL is away) is
+        awaited before the gateway stops. Either way a gateway that dies between
+        calling the tool and this write loses the row; writing behind moves the
+        answer ahead of the write, not the write's own guarantee.
+        """
+        synchronous = channel in _SYNCHRONOUS
+
+        async def write() -> None:
+            await self.calls.finish(
+                result,
+                args_digest=digest,
+                channel=channel,
+                claimed=claimed,
+                store=store,
+                messages=messages,
+                wake_relay=not synchronous,
+            )
+
+        if claimed or not synchronous:
+            await write()
+            return
+        await self._writes_behind.acquire()  # bounded: a slow database slows callers down
+        task = asyncio.create_task(self._write_behind(write, result.call_id))
+        self._pending_writes.add(task)
+        task.add_done_callback(self._pending_writes.discard)
+
+    async def _write_behind(self, write: Callable[[], Awaitable[None]], call_id: str) -> None:
+        try:
+            delay = 0.2
+            give_up = time.monotonic() + _WRITE_BEHIND_PATIENCE_S
+            while True:
+                try:
+                    await write()
+                except RetryableError as exc:
+                    if time.monotonic() >= give_up:
+                        _log.error("audit row of call %s is lost: %s", call_id, exc.message)
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                except Exception:  # noqa: BLE001 - a background write must log, not vanish
+                    _log.exception("audit row of call %s could not be written", call_id)
+                return
+        finally:
+            self._writes_behind.release()
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait (bounded) for the writes still behind their answers; call before stopping."""
+        pending = set(self._pending_writes)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                _log.error("%d audit rows were still unwritten at shutdown", len(late))
 
     def _admit(
         self, call: _Call, auth_problem: str
@@ -365,14 +439,13 @@ class ToolsGateway:
                 "step": request.step or stored.step,
             }
         )
-        await self.calls.finish(
+        await self._record(
             result,
-            args_digest=call.digest,
+            digest=call.digest,
             channel=channel,
             claimed=False,
             store=False,
             messages=[self._event_message(result, caused_by)],
-            wake_relay=channel not in _SYNCHRONOUS,
         )
         if self._observer.call_finished is not None:
             self._observer.call_finished(result.tool, result.outcome, 0.0)

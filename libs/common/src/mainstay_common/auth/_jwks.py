@@ -89,7 +89,10 @@ class JwksCache:
         if self._loaded_at is None or self._clock() - self._loaded_at >= self._cache_s:
             if self._may_attempt():
                 await self._refresh()
-            elif self._loaded_at is None:
+            elif self._lock.locked():
+                async with self._lock:
+                    pass  # another caller's load is under way: use what it brings
+            if self._loaded_at is None:
                 raise DependencyUnavailable(
                     f"JWKS from {self.source} is unavailable", retry_after=self._min_interval
                 )

@@ -9,6 +9,8 @@ never echoes the token; header values the caller controls are quoted and shorten
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,8 @@ _MAX_TOKEN_BYTES = 8192
 # RFC 8693 chains are short in practice; a bound keeps a crafted token from recursing deep.
 _MAX_ACTOR_DEPTH = 16
 _REQUIRED = ("exp", "iat", "iss", "aud", "sub", "jti")
+# Verified tokens remembered (least recently used first out); a few MB at most.
+_CACHED_TOKENS = 4096
 
 
 def _quote(value: object, limit: int = 64) -> str:
@@ -131,6 +135,8 @@ class TokenVerifier:
         self._audience = audience
         self._leeway = leeway_s
         self._is_revoked = is_revoked
+        # token -> (principal, kid, the key object that verified it); see _cached().
+        self._verified: OrderedDict[str, tuple[Principal, str, object]] = OrderedDict()
 
     @classmethod
     def from_settings(
@@ -175,6 +181,34 @@ class TokenVerifier:
         """
         if len(token) > _MAX_TOKEN_BYTES:
             raise Unauthenticated("token is too large")
+        principal = await self._cached(token)
+        if principal is None:
+            principal = await self._verify_signed(token)
+        if self._is_revoked is not None and await self._is_revoked(principal):
+            raise Unauthenticated("token has been revoked")
+        return principal
+
+    async def _cached(self, token: str) -> Principal | None:
+        """A principal this verifier already checked, while its key and its lifetime last.
+
+        A caller presents the same token on every call; checking its signature
+        again each time costs a third of a millisecond. The entry counts only
+        while the JWKS still holds the very key that verified it (a rotated-out
+        or replaced key sends the token through full verification again) and
+        the token has not expired; revocation is checked on every call anyway.
+        """
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        principal, kid, key = entry
+        expired = principal.expires_at.timestamp() + self._leeway <= time.time()
+        if expired or await self.keys.get_key(kid) is not key:
+            self._verified.pop(token, None)
+            return None
+        self._verified.move_to_end(token)
+        return principal
+
+    async def _verify_signed(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError as exc:
@@ -201,6 +235,7 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             raise _claim_error(exc, issuer=self._issuer, audience=self._audience) from exc
         principal = _principal(claims)
-        if self._is_revoked is not None and await self._is_revoked(principal):
-            raise Unauthenticated("token has been revoked")
+        self._verified[token] = (principal, kid, key)
+        while len(self._verified) > _CACHED_TOKENS:
+            self._verified.popitem(last=False)
         return principal

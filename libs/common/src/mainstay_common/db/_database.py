@@ -72,6 +72,10 @@ def quote_ident(name: str) -> str:
     return f'"{name}"'
 
 
+async def _keep_session(_connection: asyncpg.Connection[asyncpg.Record]) -> None:
+    """A pool reset that sends nothing (see ``Database(reset_sessions=False)``)."""
+
+
 class Database(Resource):
     """An asyncpg pool bound to one schema; an async context manager.
 
@@ -79,8 +83,17 @@ class Database(Resource):
     ...     await db.migrate(load_migrations(Path("migrations"), namespace="memory"))
     """
 
-    def __init__(self, settings: PostgresSettings, *, schema: str) -> None:
+    def __init__(
+        self, settings: PostgresSettings, *, schema: str, reset_sessions: bool = True
+    ) -> None:
+        """``reset_sessions=False`` skips asyncpg's ``RESET ALL``/``UNLISTEN *`` round trip
+        when a connection goes back to the pool (an open transaction is still rolled
+        back). Only for a service that never leaves session state behind: settings
+        only with ``SET LOCAL`` / ``set_config(..., true)``, advisory locks only
+        transaction-scoped or explicitly released, listeners removed.
+        """
         self._settings = settings
+        self._reset_sessions = reset_sessions
         self.schema = schema
         self._quoted = quote_ident(schema)
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
@@ -106,6 +119,7 @@ class Database(Resource):
                 max_size=self._settings.pool_max_size,
                 command_timeout=self._settings.command_timeout_s,
                 server_settings={"search_path": f"{self.schema},public"},
+                reset=None if self._reset_sessions else _keep_session,
             )
 
     async def close(self) -> None:
