@@ -143,6 +143,7 @@ def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
     """Start the stack if needed, then run a real round trip through the bus and report it."""
     from mainstay_common.devstack._demo import run_demo  # noqa: PLC0415 - only the demo needs the bus
     from mainstay_common.devstack._demo_memory import run_memory_demo  # noqa: PLC0415
+    from mainstay_common.devstack._demo_tools import run_tools_demo  # noqa: PLC0415
 
     stack = _stack(home, repo_root)
 
@@ -154,11 +155,17 @@ def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
         )
         report = await run_demo(stack.kafka_bootstrap, stack.postgres_dsn, _out)
         ok = report.ok
-        if any(row.name == "memory" and row.state == "up" for row in await stack.status()):
+        running = {row.name for row in await stack.status() if row.state == "up"}
+        if "memory" in running:
             memory_target = f"127.0.0.1:{os.environ.get('MEMORY_GRPC_PORT', '50051')}"
             _out.print(f"\n[bold]demo:[/bold] memory over gRPC at {memory_target}")
             memory = await run_memory_demo(memory_target, stack.home.root, _out)
             ok = ok and memory.ok
+        if "tools-gateway" in running:
+            tools_url = f"http://127.0.0.1:{os.environ.get('TOOLS_GATEWAY_HTTP_PORT', '8102')}"
+            _out.print(f"\n[bold]demo:[/bold] the tools gateway at {tools_url}")
+            tools = await run_tools_demo(tools_url, stack.home.root, _out)
+            ok = ok and tools.ok
         return ok
 
     try:
