@@ -404,3 +404,38 @@ async def test_http_fetch_reaches_allow_listed_hosts_only(gateway: Gateway) -> N
     bad = await gateway.invoke("http_fetch", {"url": "ftp://127.0.0.1/x"})
     assert bad["outcome"] == "INVALID_ARGUMENTS"
     assert bad["problems"][0]["path"] == "/url"
+
+
+async def test_the_audit_names_whom_an_agent_acts_for(gateway: Gateway) -> None:
+    t = tenant()
+    # RFC 8693: user-42 delegated to the agent, which calls the tool.
+    token = gateway.signer.mint(
+        subject="user-42", tenant=t, scopes=["tools:call:calculator"], actor_chain=["agent-9"]
+    )
+    response = await gateway.http.post(
+        "/v1/tools/calculator/invoke",
+        json={"arguments": {"expression": "1+2"}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    result = response.json()
+    assert (result["principal"], result["acting_for"]) == ("user-42", ["agent-9"])
+    [row] = await gateway.audit(t, count=1)
+    assert (row["principal"], row["acting_for"]) == ("user-42", ["agent-9"])
+
+
+async def test_removing_a_tool_is_announced_and_its_calls_become_unknown(gateway: Gateway) -> None:
+    name = unique("retired")
+    await gateway.register(gateway.http_tool(name, "/echo"))
+    response = await gateway.http.delete(f"/v1/tools/{name}", headers=gateway.admin_headers())
+    assert response.status_code == 204
+    assert (await gateway.invoke(name, {}))["outcome"] == "UNKNOWN_TOOL"
+    again = await gateway.http.delete(f"/v1/tools/{name}", headers=gateway.admin_headers())
+    assert again.status_code == 404
+    records = await read_records(
+        gateway.kafka.bootstrap,
+        f"{gateway.kafka.topic_prefix}tools.evt.tool.v1",
+        count=2,
+        accept=lambda r: json.loads(r.value)["name"] == name,
+    )
+    assert [json.loads(r.value)["type"] for r in records] == ["registered", "removed"]
+    assert json.loads(records[1].value)["changed_by"] == "admin"
