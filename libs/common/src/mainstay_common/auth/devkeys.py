@@ -38,6 +38,8 @@ _JWKS_FILE = "jwks.json"
 _TOKEN_FILE = "admin.token"  # noqa: S105  # a file name, not a secret
 VAULT_KEY_FILE = "vault.key"
 """The tools gateway's development vault key (``TOOLS_GATEWAY_VAULT_KEY_FILE``)."""
+IDENTITY_KEY_FILE = "identity.key"
+"""What encrypts the identity service's signing keys at rest (``IDENTITY_KEY_SECRET_FILE``)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def _ensure_admin_token(path: Path, signer: TokenSigner, now: datetime) -> str:
     return token
 
 
-def _ensure_vault_key(path: Path) -> None:
+def _ensure_fernet_key(path: Path) -> None:
     if path.is_file() and path.read_text().strip():
         return
     from cryptography.fernet import Fernet  # noqa: PLC0415 - only the first start needs it
@@ -141,7 +143,7 @@ def _ensure_vault_key(path: Path) -> None:
 
 
 def ensure_dev_credentials(home: Path, *, now: datetime | None = None) -> DevCredentials:
-    """Create (or reuse) the development key, JWKS, admin token and vault key under ``home``.
+    """Create (or reuse) the development key, JWKS, admin token and Fernet keys under ``home``.
 
     The admin token has issuer ``mainstay-identity``, audience ``mainstay``,
     subject ``admin``, tenant ``default`` and scope ``*``, and lives 30 days.
@@ -152,7 +154,8 @@ def ensure_dev_credentials(home: Path, *, now: datetime | None = None) -> DevCre
     signer = _load_or_create_signer(key_path)
     _ensure_jwks(jwks_path, signer)
     token = _ensure_admin_token(token_path, signer, now or datetime.now(UTC))
-    _ensure_vault_key(home / VAULT_KEY_FILE)
+    _ensure_fernet_key(home / VAULT_KEY_FILE)
+    _ensure_fernet_key(home / IDENTITY_KEY_FILE)
     return DevCredentials(
         home=home,
         private_key_path=key_path,

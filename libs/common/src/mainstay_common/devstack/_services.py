@@ -70,6 +70,7 @@ def service_environment(
     # directory must find them unless the developer pointed elsewhere.
     env.setdefault("MAINSTAY_AUTH_JWKS_FILE", str(home / "jwks.json"))
     env.setdefault("TOOLS_GATEWAY_VAULT_KEY_FILE", str(home / "vault.key"))
+    env.setdefault("IDENTITY_KEY_SECRET_FILE", str(home / "identity.key"))
     # Workspace services are installed in the environment already; the src
     # folder on the path also runs a service that is not (yet) installed.
     env["PYTHONPATH"] = os.pathsep.join(

@@ -1,0 +1,1 @@
+"""Mainstay identity: agent identities, short-lived credentials, inboxes and approvals."""

@@ -1,0 +1,110 @@
+"""The composition root: builds the identity service from its settings and runs it.
+
+Start order: telemetry, PostgreSQL (+ migrations), the signing key, HTTP. Stop
+order is the reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mainstay_common.auth import TokenVerifier
+from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations
+from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
+from mainstay_common.lifecycle import StackedResource
+from mainstay_common.telemetry import setup_telemetry
+from mainstay_identity.handlers.http import install_routes
+from mainstay_identity.service import IdentityService
+from mainstay_identity.store.events import CredentialLog
+from mainstay_identity.store.keys import KeyStore
+from mainstay_identity.store.principals import PrincipalStore
+
+if TYPE_CHECKING:
+    import contextlib
+
+    from mainstay_identity.settings import IdentitySettings
+
+__all__ = ["MIGRATIONS", "SCHEMA", "IdentityApp", "create_app", "key_secrets"]
+
+_log = logging.getLogger("mainstay.identity")
+MIGRATIONS = Path(__file__).parent / "store" / "migrations"
+SCHEMA = "identity"
+# Verifiers may accept a token a little after its expiry (clock skew).
+_LEEWAY = timedelta(minutes=5)
+
+
+def key_secrets(settings: IdentitySettings) -> list[str]:
+    """The configured key secrets: ``key_secrets``, else the lines of ``key_secret_file``."""
+    if settings.key_secrets:
+        return [k.get_secret_value() for k in settings.key_secrets]
+    if settings.key_secret_file:
+        try:
+            text = Path(settings.key_secret_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read the key secret file {settings.key_secret_file}: {exc.strerror}"
+            ) from exc
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    return []
+
+
+class IdentityApp(StackedResource):
+    """One running instance of the identity service."""
+
+    def __init__(self, settings: IdentitySettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.service: IdentityService | None = None
+        self.http: HttpServer | None = None
+
+    @property
+    def http_port(self) -> int:
+        assert self.http is not None
+        return self.http.port
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        settings = self.settings
+        secrets = key_secrets(settings)
+        telemetry = setup_telemetry(
+            "identity", settings.telemetry, instance_id=settings.instance_id
+        )
+        stack.push_async_callback(telemetry.aclose)
+        database = await stack.enter_async_context(Database(settings.postgres, schema=SCHEMA))
+        await database.migrate(
+            LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="identity")
+        )
+        ttl = timedelta(seconds=settings.token_ttl_s)
+        keys = KeyStore(
+            database,
+            secrets,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            retire_after=ttl + _LEEWAY,
+        )
+        await keys.signer()  # the first instance creates the first key
+        self.service = service = IdentityService(
+            principals=PrincipalStore(database),
+            keys=keys,
+            log=CredentialLog(database),
+            token_ttl=ttl,
+            failed_attempts_per_minute=settings.failed_attempts_per_minute,
+        )
+        app = create_http_app(
+            title="Mainstay identity",
+            version="v1",
+            readiness=[ReadinessCheck("postgres", database.ping)],
+            metrics_registry=telemetry.registry,
+            token_verifier=TokenVerifier.from_settings(settings.auth),
+        )
+        install_routes(app, service)
+        self.http = await stack.enter_async_context(
+            HttpServer(app, host=settings.http_host, port=settings.http_port)
+        )
+        _log.info("identity serving HTTP on %s:%d", settings.http_host, self.http.port)
+
+
+def create_app(settings: IdentitySettings) -> IdentityApp:
+    return IdentityApp(settings)

@@ -1,0 +1,144 @@
+"""The identity use-cases: register principals, issue tokens, rotate keys.
+
+Token requests fail with :class:`OAuthError`, which carries the RFC 6749
+error code and HTTP status the token endpoint answers with.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mainstay_common.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import timedelta
+
+    from mainstay_identity.store.events import CredentialLog
+    from mainstay_identity.store.keys import KeyStore
+    from mainstay_identity.store.principals import PrincipalRecord, PrincipalStore
+
+__all__ = ["IdentityService", "OAuthError", "TokenAnswer", "parse_client_id"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+_FAILURE_WINDOW_S = 60.0
+
+
+class OAuthError(Exception):
+    """An RFC 6749 error: ``error`` code, description, HTTP status."""
+
+    def __init__(
+        self, error: str, description: str, *, status: int = 400, retry_after_s: int | None = None
+    ) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class TokenAnswer:
+    access_token: str
+    expires_in: int
+    scope: str
+    token_type: str = "Bearer"  # noqa: S105 - the RFC 6749 token type, not a secret
+
+
+def check_name(label: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise InvalidArgument(
+            f"{label} {value!r} must be 1-128 letters, digits or . _ @ - (starting with a"
+            " letter or digit)"
+        )
+    return value
+
+
+def parse_client_id(client_id: str) -> tuple[str, str]:
+    """``<tenant>/<name>`` → ``(tenant, name)``; :class:`OAuthError` when malformed."""
+    tenant, sep, name = client_id.partition("/")
+    if not sep or not _NAME.match(tenant) or not _NAME.match(name):
+        raise OAuthError("invalid_client", "client_id must look like '<tenant>/<name>'", status=401)
+    return tenant, name
+
+
+def narrow(granted: Sequence[str], requested: str | None) -> list[str]:
+    """The requested scopes (all granted ones when none are asked for); never wider."""
+    if requested is None or not requested.strip():
+        return sorted(granted)
+    asked = requested.split()
+    missing = [s for s in asked if s not in granted]
+    if missing:
+        raise OAuthError("invalid_scope", f"not granted to this client: {' '.join(missing)}")
+    return sorted(set(asked))
+
+
+class IdentityService:
+    def __init__(
+        self,
+        *,
+        principals: PrincipalStore,
+        keys: KeyStore,
+        log: CredentialLog,
+        token_ttl: timedelta,
+        failed_attempts_per_minute: int,
+    ) -> None:
+        self.principals = principals
+        self.keys = keys
+        self.log = log
+        self._ttl = token_ttl
+        self._max_failures = failed_attempts_per_minute
+
+    async def client_credentials(
+        self, client_id: str, client_secret: str, scope: str | None
+    ) -> TokenAnswer:
+        """RFC 6749 §4.4: a token for the client itself."""
+        tenant, name = parse_client_id(client_id)
+        failures = await self.log.recent_failures(
+            tenant=tenant, principal=name, within_s=_FAILURE_WINDOW_S
+        )
+        if failures >= self._max_failures:
+            raise OAuthError(
+                "invalid_client",
+                "too many failed attempts for this client; try again in a minute",
+                status=429,
+                retry_after_s=int(_FAILURE_WINDOW_S),
+            )
+        principal = await self.principals.authenticate(tenant, name, client_secret)
+        if principal is None:
+            await self.log.record(
+                tenant=tenant, principal=name, event="failed", detail="client_credentials"
+            )
+            raise OAuthError("invalid_client", "client authentication failed", status=401)
+        return await self._issue(principal, narrow(principal.scopes, scope))
+
+    async def _issue(self, principal: PrincipalRecord, scopes: list[str]) -> TokenAnswer:
+        signer = await self.keys.signer()
+        token_id = uuid.uuid4().hex
+        token = signer.mint(
+            subject=principal.name,
+            tenant=principal.tenant,
+            scopes=scopes,
+            ttl=self._ttl,
+            token_id=token_id,
+        )
+        await self.log.record(
+            tenant=principal.tenant,
+            principal=principal.name,
+            event="issued",
+            jti=token_id,
+            detail=f"kid={signer.kid} scope={' '.join(scopes)}",
+        )
+        return TokenAnswer(
+            access_token=token, expires_in=int(self._ttl.total_seconds()), scope=" ".join(scopes)
+        )
+
+    async def rotate_keys(self, *, by: str, tenant: str) -> tuple[str, str]:
+        old, new = await self.keys.rotate()
+        await self.log.record(
+            tenant=tenant, principal=by, event="rotated", detail=f"{old or '-'} -> {new}"
+        )
+        return old, new

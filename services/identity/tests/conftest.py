@@ -1,0 +1,88 @@
+"""A running identity service (real PostgreSQL and HTTP on loopback)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest_asyncio
+from cryptography.fernet import Fernet
+
+from mainstay_common.auth import TokenSigner
+from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings
+from mainstay_identity.app import IdentityApp
+from mainstay_identity.settings import IdentitySettings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import pytest
+
+
+@dataclass
+class Identity:
+    app: IdentityApp
+    admin: TokenSigner
+    """Signs the operators' admin tokens (the JWKS file the service trusts)."""
+    http: httpx.AsyncClient
+
+    def admin_headers(
+        self, tenant: str, scopes: tuple[str, ...] = ("identity:admin",)
+    ) -> dict[str, str]:
+        token = self.admin.mint(subject="operator", tenant=tenant, scopes=list(scopes))
+        return {"Authorization": f"Bearer {token}"}
+
+    async def register(self, tenant: str, name: str, scopes: list[str], **fields: Any) -> str:
+        """Register a principal and return its new client secret."""
+        body = {"kind": "agent", "scopes": scopes, **fields}
+        response = await self.http.put(
+            f"/v1/tenants/{tenant}/principals/{name}", json=body, headers=self.admin_headers(tenant)
+        )
+        assert response.status_code in {200, 201}, response.text
+        secret = await self.http.post(
+            f"/v1/tenants/{tenant}/principals/{name}/secret", headers=self.admin_headers(tenant)
+        )
+        assert secret.status_code == 200, secret.text
+        return str(secret.json()["client_secret"])
+
+    async def token(self, client_id: str, secret: str, **form: str) -> httpx.Response:
+        return await self.http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret,
+                **form,
+            },
+        )
+
+
+def new_tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:8]}"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def identity(
+    kafka_bootstrap: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Identity]:
+    home = tmp_path_factory.mktemp("identity")
+    admin = TokenSigner.generate()
+    (home / "jwks.json").write_text(json.dumps(admin.jwks()))
+    settings = IdentitySettings(
+        http_port=0,
+        shutdown_grace_s=2.0,
+        kafka=KafkaSettings(bootstrap=kafka_bootstrap),
+        postgres=PostgresSettings(dsn=postgres_dsn),
+        auth=AuthSettings(jwks_file=str(home / "jwks.json")),
+        key_secrets=[Fernet.generate_key().decode()],
+        token_ttl_s=60,
+        failed_attempts_per_minute=5,
+    )
+    async with (
+        IdentityApp(settings) as app,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=30) as http,
+    ):
+        yield Identity(app=app, admin=admin, http=http)
