@@ -6,7 +6,9 @@ import json
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import pytest_asyncio
 from cryptography.fernet import Fernet
@@ -68,6 +70,11 @@ def new_tenant() -> str:
 async def identity(
     kafka_bootstrap: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Identity]:
+    # A database of the module's own: signing keys are encrypted with this
+    # module's key secret, and another run's keys must not be in the way.
+    database = f"identity_test_{uuid.uuid4().hex[:8]}"
+    admin_connection = await asyncpg.connect(postgres_dsn)
+    await admin_connection.execute(f'CREATE DATABASE "{database}"')
     home = tmp_path_factory.mktemp("identity")
     admin = TokenSigner.generate()
     (home / "jwks.json").write_text(json.dumps(admin.jwks()))
@@ -75,14 +82,22 @@ async def identity(
         http_port=0,
         shutdown_grace_s=2.0,
         kafka=KafkaSettings(bootstrap=kafka_bootstrap),
-        postgres=PostgresSettings(dsn=postgres_dsn),
+        postgres=PostgresSettings(dsn=with_database(postgres_dsn, database)),
         auth=AuthSettings(jwks_file=str(home / "jwks.json")),
         key_secrets=[Fernet.generate_key().decode()],
         token_ttl_s=60,
         failed_attempts_per_minute=5,
     )
-    async with (
-        IdentityApp(settings) as app,
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=30) as http,
-    ):
-        yield Identity(app=app, admin=admin, http=http)
+    try:
+        async with (
+            IdentityApp(settings) as app,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=30) as http,
+        ):
+            yield Identity(app=app, admin=admin, http=http)
+    finally:
+        await admin_connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin_connection.close()
+
+
+def with_database(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))

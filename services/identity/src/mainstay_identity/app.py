@@ -91,6 +91,8 @@ class IdentityApp(StackedResource):
             log=CredentialLog(database),
             token_ttl=ttl,
             failed_attempts_per_minute=settings.failed_attempts_per_minute,
+            issuer=settings.issuer,
+            audience=settings.audience,
         )
         app = create_http_app(
             title="Mainstay identity",

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from mainstay_common.errors import InvalidArgument
+from mainstay_common.auth import TokenVerifier, scope_grants
+from mainstay_common.errors import InvalidArgument, Unauthenticated
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -21,10 +23,20 @@ if TYPE_CHECKING:
     from mainstay_identity.store.keys import KeyStore
     from mainstay_identity.store.principals import PrincipalRecord, PrincipalStore
 
-__all__ = ["IdentityService", "OAuthError", "TokenAnswer", "parse_client_id"]
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "EXCHANGE_GRANT",
+    "IdentityService",
+    "OAuthError",
+    "TokenAnswer",
+    "parse_client_id",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 _FAILURE_WINDOW_S = 60.0
+EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
+SUBJECT_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt"})
 
 
 class OAuthError(Exception):
@@ -46,6 +58,7 @@ class TokenAnswer:
     expires_in: int
     scope: str
     token_type: str = "Bearer"  # noqa: S105 - the RFC 6749 token type, not a secret
+    issued_token_type: str = ""
 
 
 def check_name(label: str, value: str) -> str:
@@ -85,17 +98,84 @@ class IdentityService:
         log: CredentialLog,
         token_ttl: timedelta,
         failed_attempts_per_minute: int,
+        issuer: str,
+        audience: str,
     ) -> None:
         self.principals = principals
         self.keys = keys
         self.log = log
         self._ttl = token_ttl
         self._max_failures = failed_attempts_per_minute
+        # Subject tokens must be this service's own, checked against its own keys.
+        self._own_tokens = TokenVerifier(keys, issuer=issuer, audience=audience)
 
     async def client_credentials(
         self, client_id: str, client_secret: str, scope: str | None
     ) -> TokenAnswer:
         """RFC 6749 §4.4: a token for the client itself."""
+        principal = await self._authenticate(client_id, client_secret)
+        return await self._issue(principal, narrow(principal.scopes, scope))
+
+    async def exchange(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        subject_token: str,
+        subject_token_type: str,
+        scope: str | None,
+    ) -> TokenAnswer:
+        """RFC 8693: the authenticated agent gets a token to act for the subject token's owner.
+
+        The new token's ``sub`` is the subject's, its ``act`` names the agent
+        (then whoever the subject token already named), its scopes are those
+        both the subject token and the agent hold (narrowed further by
+        ``scope``), and it never outlives the subject token.
+        """
+        agent = await self._authenticate(client_id, client_secret)
+        if subject_token_type not in SUBJECT_TOKEN_TYPES:
+            raise OAuthError(
+                "invalid_request",
+                f"subject_token_type must be one of {', '.join(sorted(SUBJECT_TOKEN_TYPES))}",
+            )
+        try:
+            subject = await self._own_tokens.verify(subject_token)
+        except Unauthenticated as exc:
+            raise OAuthError("invalid_grant", f"subject_token: {exc.message}") from exc
+        if subject.tenant != agent.tenant:
+            raise OAuthError("invalid_grant", "subject_token belongs to another tenant")
+        both = {s for s in subject.scopes if any(scope_grants(g, s) for g in agent.scopes)}
+        both |= {s for s in agent.scopes if subject.has_scope(s)}
+        scopes = narrow(sorted(both), scope)
+        remaining = subject.expires_at - datetime.now(UTC)
+        chain = (agent.name, *subject.actor_chain)
+        signer = await self.keys.signer()
+        token_id = uuid.uuid4().hex
+        ttl = min(self._ttl, remaining)
+        token = signer.mint(
+            subject=subject.subject,
+            tenant=subject.tenant,
+            scopes=scopes,
+            ttl=ttl,
+            actor_chain=chain,
+            token_id=token_id,
+        )
+        await self.log.record(
+            tenant=agent.tenant,
+            principal=agent.name,
+            event="exchanged",
+            jti=token_id,
+            detail=f"for {subject.subject} (token {subject.token_id}) scope={' '.join(scopes)}",
+        )
+        return TokenAnswer(
+            access_token=token,
+            expires_in=max(0, int(ttl.total_seconds())),
+            scope=" ".join(scopes),
+            issued_token_type=ACCESS_TOKEN_TYPE,
+        )
+
+    async def _authenticate(self, client_id: str, client_secret: str) -> PrincipalRecord:
+        """The client, by its secret; failures are audited and rate limited."""
         tenant, name = parse_client_id(client_id)
         failures = await self.log.recent_failures(
             tenant=tenant, principal=name, within_s=_FAILURE_WINDOW_S
@@ -113,7 +193,7 @@ class IdentityService:
                 tenant=tenant, principal=name, event="failed", detail="client_credentials"
             )
             raise OAuthError("invalid_client", "client authentication failed", status=401)
-        return await self._issue(principal, narrow(principal.scopes, scope))
+        return principal
 
     async def _issue(self, principal: PrincipalRecord, scopes: list[str]) -> TokenAnswer:
         signer = await self.keys.signer()

@@ -16,10 +16,16 @@ from mainstay_common.auth._context import (
 )
 from mainstay_common.auth._fastapi import attach_verifier, require_principal, requires_scope
 from mainstay_common.auth._grpc import DEFAULT_EXEMPT_METHODS, AuthInterceptor
+from mainstay_common.auth._jwk import parse_jwks
 from mainstay_common.auth._jwks import JwksCache
 from mainstay_common.auth._principal import Principal, scope_grants
 from mainstay_common.auth._signer import DEFAULT_AUDIENCE, DEFAULT_ISSUER, TokenSigner
-from mainstay_common.auth._verifier import RevocationCheck, TokenVerifier, parse_bearer
+from mainstay_common.auth._verifier import (
+    KeySource,
+    RevocationCheck,
+    TokenVerifier,
+    parse_bearer,
+)
 
 __all__ = [
     "DEFAULT_AUDIENCE",
@@ -27,6 +33,7 @@ __all__ = [
     "DEFAULT_ISSUER",
     "AuthInterceptor",
     "JwksCache",
+    "KeySource",
     "Principal",
     "RevocationCheck",
     "TokenSigner",
@@ -35,6 +42,7 @@ __all__ = [
     "bind_principal",
     "current_principal",
     "parse_bearer",
+    "parse_jwks",
     "require_principal",
     "requires_scope",
     "scope_grants",

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import jwt
 
@@ -25,10 +25,20 @@ from mainstay_common.errors import Unauthenticated
 
 if TYPE_CHECKING:
     import httpx
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from mainstay_common.settings import AuthSettings
 
-__all__ = ["RevocationCheck", "TokenVerifier", "parse_bearer"]
+__all__ = ["KeySource", "RevocationCheck", "TokenVerifier", "parse_bearer"]
+
+
+class KeySource(Protocol):
+    """Where public keys come from: a :class:`JwksCache`, or the identity service's own store."""
+
+    async def get_key(self, kid: str) -> Ed25519PublicKey | None:
+        """The key named ``kid``, or ``None`` when it is not published."""
+        ...
+
 
 RevocationCheck: TypeAlias = Callable[[Principal], Awaitable[bool]]
 """``is_revoked(principal) -> bool``: the identity service's revocation lookup."""
@@ -123,7 +133,7 @@ class TokenVerifier:
 
     def __init__(
         self,
-        keys: JwksCache,
+        keys: KeySource,
         *,
         issuer: str,
         audience: str,

@@ -21,7 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mainstay_common.auth import Principal, require_principal
 from mainstay_common.errors import NotFound, PermissionDenied
-from mainstay_identity.service import IdentityService, OAuthError, check_name
+from mainstay_identity.service import (
+    EXCHANGE_GRANT,
+    IdentityService,
+    OAuthError,
+    TokenAnswer,
+    check_name,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -96,43 +102,70 @@ def _principal_json(record: Any) -> dict[str, Any]:
     }
 
 
+class TokenForm(BaseModel):
+    """The token request's form fields (RFC 6749 §4.4, RFC 8693 §2.1); others are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    grant_type: str = ""
+    client_id: str = Field(default="", max_length=300)
+    client_secret: str = Field(default="", max_length=1000, repr=False)
+    scope: str | None = Field(default=None, max_length=4000)
+    subject_token: str = Field(default="", max_length=8192, repr=False)
+    subject_token_type: str = Field(default="", max_length=200)
+    actor_token: str = Field(default="", max_length=8192, repr=False)
+
+
+async def _grant(service: IdentityService, form: TokenForm) -> TokenAnswer:
+    if not form.grant_type:
+        raise OAuthError("invalid_request", "grant_type is required")
+    if form.grant_type not in {"client_credentials", EXCHANGE_GRANT}:
+        raise OAuthError(
+            "unsupported_grant_type", f"grant_type {form.grant_type[:60]!r} is not supported"
+        )
+    if not form.client_id or not form.client_secret:
+        raise OAuthError("invalid_client", "client_id and client_secret are required", status=401)
+    if form.grant_type == "client_credentials":
+        return await service.client_credentials(form.client_id, form.client_secret, form.scope)
+    if form.actor_token:
+        raise OAuthError(
+            "invalid_request",
+            "actor_token is not accepted: the acting agent authenticates as the client",
+        )
+    if not form.subject_token or not form.subject_token_type:
+        raise OAuthError("invalid_request", "subject_token and subject_token_type are required")
+    return await service.exchange(
+        form.client_id,
+        form.client_secret,
+        subject_token=form.subject_token,
+        subject_token_type=form.subject_token_type,
+        scope=form.scope,
+    )
+
+
 def install_routes(app: FastAPI, service: IdentityService) -> None:
     @app.post("/oauth/token")
-    async def token(
-        request: Request,
-        grant_type: Annotated[str, Form()] = "",
-        client_id: Annotated[str, Form()] = "",
-        client_secret: Annotated[str, Form()] = "",
-        scope: Annotated[str | None, Form()] = None,
-    ) -> JSONResponse:
+    async def token(request: Request, form: Annotated[TokenForm, Form()]) -> JSONResponse:
         basic = False
         try:
             credentials = _basic_credentials(request)
             if credentials is not None:
                 basic = True
-                client_id, client_secret = credentials
-            if not grant_type:
-                raise OAuthError("invalid_request", "grant_type is required")
-            if grant_type != "client_credentials":
-                raise OAuthError(
-                    "unsupported_grant_type", f"grant_type {grant_type[:60]!r} is not supported"
+                form = form.model_copy(
+                    update={"client_id": credentials[0], "client_secret": credentials[1]}
                 )
-            if not client_id or not client_secret:
-                raise OAuthError(
-                    "invalid_client", "client_id and client_secret are required", status=401
-                )
-            answer = await service.client_credentials(client_id, client_secret, scope)
+            answer = await _grant(service, form)
         except OAuthError as error:
             return _oauth_error(error, basic=basic)
-        return JSONResponse(
-            {
-                "access_token": answer.access_token,
-                "token_type": answer.token_type,
-                "expires_in": answer.expires_in,
-                "scope": answer.scope,
-            },
-            headers=_NO_STORE,
-        )
+        body: dict[str, Any] = {
+            "access_token": answer.access_token,
+            "token_type": answer.token_type,
+            "expires_in": answer.expires_in,
+            "scope": answer.scope,
+        }
+        if answer.issued_token_type:
+            body["issued_token_type"] = answer.issued_token_type
+        return JSONResponse(body, headers=_NO_STORE)
 
     @app.get("/.well-known/jwks.json")
     async def jwks() -> JSONResponse:

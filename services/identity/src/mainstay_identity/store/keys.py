@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from mainstay_common.auth import TokenSigner
+from mainstay_common.auth import TokenSigner, parse_jwks
 from mainstay_common.errors import PermanentError, map_asyncpg_errors
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from mainstay_common.db import Database
 
@@ -61,6 +63,7 @@ class KeyStore:
         self._refresh_s = refresh_s
         self._signer: TokenSigner | None = None
         self._loaded_at = 0.0
+        self._public: dict[str, Ed25519PublicKey] = {}
 
     def _signer_of(self, kid: str, encrypted: bytes) -> TokenSigner:
         try:
@@ -120,6 +123,14 @@ class KeyStore:
         self._signer = signer
         self._loaded_at = time.monotonic()
         return old or "", signer.kid
+
+    async def get_key(self, kid: str) -> Ed25519PublicKey | None:
+        """A published public key by ``kid`` (for verifying tokens this service issued)."""
+        key = self._public.get(kid)
+        if key is not None:
+            return key
+        self._public = parse_jwks(await self.jwks())
+        return self._public.get(kid)
 
     async def jwks(self) -> dict[str, list[dict[str, str]]]:
         """The active key and every retired key whose tokens may still be alive."""
