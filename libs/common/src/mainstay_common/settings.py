@@ -138,6 +138,14 @@ class AuthSettings(BaseSettings):
     audience: str = "mainstay"
     leeway_s: float = Field(default=5.0, ge=0)
     jwks_cache_s: float = Field(default=300.0, gt=0)
+    revocations_url: str | None = Field(
+        default=None,
+        description="The identity service's revocation feed (.../v1/revocations); when set,"
+        " revoked tokens and clients are refused.",
+    )
+    revocations_poll_s: float = Field(
+        default=5.0, gt=0, description="How often the revocation feed is read (at most)."
+    )
 
 
 def _default_instance_id() -> str:

@@ -21,6 +21,7 @@ from mainstay_identity.service import IdentityService
 from mainstay_identity.store.events import CredentialLog
 from mainstay_identity.store.keys import KeyStore
 from mainstay_identity.store.principals import PrincipalStore
+from mainstay_identity.store.revocations import RevocationStore
 
 if TYPE_CHECKING:
     import contextlib
@@ -89,6 +90,7 @@ class IdentityApp(StackedResource):
             principals=PrincipalStore(database),
             keys=keys,
             log=CredentialLog(database),
+            revocations=RevocationStore(database),
             token_ttl=ttl,
             failed_attempts_per_minute=settings.failed_attempts_per_minute,
             issuer=settings.issuer,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mainstay_common.auth import TokenVerifier, scope_grants
-from mainstay_common.errors import InvalidArgument, Unauthenticated
+from mainstay_common.errors import InvalidArgument, NotFound, Unauthenticated
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mainstay_identity.store.events import CredentialLog
     from mainstay_identity.store.keys import KeyStore
     from mainstay_identity.store.principals import PrincipalRecord, PrincipalStore
+    from mainstay_identity.store.revocations import RevocationStore
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
@@ -96,18 +97,22 @@ class IdentityService:
         principals: PrincipalStore,
         keys: KeyStore,
         log: CredentialLog,
+        revocations: RevocationStore,
         token_ttl: timedelta,
         failed_attempts_per_minute: int,
         issuer: str,
         audience: str,
     ) -> None:
+        self.revocations = revocations
         self.principals = principals
         self.keys = keys
         self.log = log
         self._ttl = token_ttl
         self._max_failures = failed_attempts_per_minute
         # Subject tokens must be this service's own, checked against its own keys.
-        self._own_tokens = TokenVerifier(keys, issuer=issuer, audience=audience)
+        self._own_tokens = TokenVerifier(
+            keys, issuer=issuer, audience=audience, is_revoked=revocations.is_revoked
+        )
 
     async def client_credentials(
         self, client_id: str, client_secret: str, scope: str | None
@@ -222,3 +227,37 @@ class IdentityService:
             tenant=tenant, principal=by, event="rotated", detail=f"{old or '-'} -> {new}"
         )
         return old, new
+
+    async def revoke(self, *, tenant: str, jti: str, client: str, reason: str, by: str) -> int:
+        """Revoke one token (``jti``) or a client (every token of it or acting for it so far;
+        the client is also disabled until an administrator enables it again)."""
+        if bool(jti) == bool(client):
+            raise InvalidArgument("give exactly one of 'jti' and 'client'")
+        if client:
+            record = await self.principals.get(tenant, client)
+            if record is None:
+                raise NotFound(f"tenant '{tenant}' has no principal '{client}'")
+            await self.principals.put(
+                tenant=tenant,
+                name=client,
+                kind=record.kind,
+                owner=record.owner,
+                description=record.description,
+                scopes=record.scopes,
+                disabled=True,
+            )
+        revocation = await self.revocations.revoke(
+            tenant=tenant,
+            kind="jti" if jti else "client",
+            value=jti or client,
+            reason=reason,
+            by=by,
+        )
+        await self.log.record(
+            tenant=tenant,
+            principal=client or by,
+            event="revoked",
+            jti=jti,
+            detail=f"{'client ' + client if client else 'token'} by {by}: {reason}",
+        )
+        return revocation

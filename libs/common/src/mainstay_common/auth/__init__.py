@@ -19,6 +19,7 @@ from mainstay_common.auth._grpc import DEFAULT_EXEMPT_METHODS, AuthInterceptor
 from mainstay_common.auth._jwk import parse_jwks
 from mainstay_common.auth._jwks import JwksCache
 from mainstay_common.auth._principal import Principal, scope_grants
+from mainstay_common.auth._revocations import RevocationFeed, client_digest
 from mainstay_common.auth._signer import DEFAULT_AUDIENCE, DEFAULT_ISSUER, TokenSigner
 from mainstay_common.auth._verifier import (
     KeySource,
@@ -36,10 +37,12 @@ __all__ = [
     "KeySource",
     "Principal",
     "RevocationCheck",
+    "RevocationFeed",
     "TokenSigner",
     "TokenVerifier",
     "attach_verifier",
     "bind_principal",
+    "client_digest",
     "current_principal",
     "parse_bearer",
     "parse_jwks",

@@ -21,6 +21,7 @@ import jwt
 from mainstay_common.auth._jwk import ALGORITHM
 from mainstay_common.auth._jwks import JwksCache
 from mainstay_common.auth._principal import Principal
+from mainstay_common.auth._revocations import RevocationFeed
 from mainstay_common.errors import Unauthenticated
 
 if TYPE_CHECKING:
@@ -157,7 +158,9 @@ class TokenVerifier:
         http_client: httpx.AsyncClient | None = None,
         refresh_min_interval_s: float = 10.0,
     ) -> TokenVerifier:
-        """A verifier reading ``jwks_url`` when set, else ``jwks_file``."""
+        """A verifier reading ``jwks_url`` when set, else ``jwks_file``; with
+        ``revocations_url`` set (and no ``is_revoked`` given) it also refuses what the
+        identity service revoked."""
         source: str | Path
         if settings.jwks_url:
             source = settings.jwks_url
@@ -171,6 +174,13 @@ class TokenVerifier:
             refresh_min_interval_s=refresh_min_interval_s,
             http_client=http_client,
         )
+        if is_revoked is None and settings.revocations_url:
+            feed = RevocationFeed(
+                settings.revocations_url,
+                poll_s=settings.revocations_poll_s,
+                http_client=http_client,
+            )
+            is_revoked = feed.is_revoked
         return cls(
             keys,
             issuer=settings.issuer,

@@ -15,7 +15,7 @@ import binascii
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -100,6 +100,14 @@ def _principal_json(record: Any) -> dict[str, Any]:
         "has_secret": record.has_secret,
         "disabled": record.disabled,
     }
+
+
+class RevocationBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jti: str = Field(default="", max_length=200)
+    client: str = Field(default="", max_length=128, description="A principal's name.")
+    reason: str = Field(default="", max_length=1000)
 
 
 class TokenForm(BaseModel):
@@ -223,5 +231,19 @@ def install_routes(app: FastAPI, service: IdentityService) -> None:
     async def credential_events(tenant: Tenant, caller: Caller) -> dict[str, Any]:
         _admin(caller, tenant)
         return {"events": await service.log.list(tenant=tenant)}
+
+    @router.post("/tenants/{tenant}/revocations", status_code=201)
+    async def revoke(tenant: Tenant, body: RevocationBody, caller: Caller) -> dict[str, Any]:
+        _admin(caller, tenant)
+        revocation = await service.revoke(
+            tenant=tenant, jti=body.jti, client=body.client, reason=body.reason, by=caller.subject
+        )
+        return {"id": revocation}
+
+    @router.get("/revocations")
+    async def revocations(after: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+        """The feed verifiers read (``MAINSTAY_AUTH_REVOCATIONS_URL``): no token needed, and
+        no names: jtis are random, clients appear as digests."""
+        return {"revocations": await service.revocations.feed(after)}
 
     app.include_router(router)
