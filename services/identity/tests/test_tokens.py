@@ -173,3 +173,28 @@ async def test_administration_stays_inside_the_callers_tenant(identity: Identity
     assert "name 'has space'" in bad_name.json()["error"]["message"]
     no_token = await identity.http.get(f"/v1/tenants/{mine}/principals/x")
     assert no_token.status_code == 401
+
+
+async def test_a_retired_key_leaves_the_jwks_once_its_tokens_have_expired(
+    identity: Identity,
+) -> None:
+    tenant = new_tenant()
+    rotated = await identity.http.post(
+        "/v1/keys/rotate", headers=identity.admin_headers(tenant, ("*",))
+    )
+    retired = rotated.json()["retired"]
+    published = {
+        k["kid"] for k in (await identity.http.get("/.well-known/jwks.json")).json()["keys"]
+    }
+    assert retired in published
+    # Time passes beyond the last token the retired key could have signed.
+    assert identity.app.service is not None
+    await identity.app.service.keys._database.execute(
+        "UPDATE signing_keys SET retire_after = now() - interval '1 second' WHERE kid = $1",
+        retired,
+    )
+    published = {
+        k["kid"] for k in (await identity.http.get("/.well-known/jwks.json")).json()["keys"]
+    }
+    assert retired not in published
+    assert rotated.json()["active"] in published

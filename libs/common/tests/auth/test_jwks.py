@@ -12,7 +12,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from mainstay_common.auth import JwksCache, TokenSigner, TokenVerifier
+from mainstay_common.auth import (
+    JwksCache,
+    RevocationFeed,
+    TokenSigner,
+    TokenVerifier,
+    client_digest,
+)
 from mainstay_common.errors import DependencyTimeout, DependencyUnavailable, Unauthenticated
 from mainstay_common.http import HttpServer
 
@@ -198,3 +204,45 @@ async def test_keys_of_other_types_are_skipped(endpoint: JwksEndpoint) -> None:
     await cache.refresh()
 
     assert cache.kids == {good["kid"]}
+
+
+async def test_the_revocation_feed_is_polled_and_an_outage_keeps_what_is_known(
+    endpoint: JwksEndpoint,
+) -> None:
+    app = FastAPI()
+    state: dict[str, Any] = {"entries": [], "status": 200, "hits": 0}
+
+    @app.get("/v1/revocations")
+    async def feed(after: int = 0) -> Response:
+        state["hits"] += 1
+        entries = [e for e in state["entries"] if e["id"] > after]
+        return JSONResponse({"revocations": entries}, status_code=state["status"])
+
+    async with HttpServer(app, shutdown_timeout_s=2.0) as server:
+        revocations = RevocationFeed(f"{server.url}/v1/revocations", poll_s=0.0)
+        verifier = TokenVerifier(
+            JwksCache(endpoint.url),
+            issuer="mainstay-identity",
+            audience="mainstay",
+            is_revoked=revocations.is_revoked,
+        )
+        signer = endpoint.signers[0]
+        kept = signer.mint(subject="agent", tenant="acme", scopes=[], token_id="kept")
+        dropped = signer.mint(subject="agent", tenant="acme", scopes=[], token_id="dropped")
+        other = signer.mint(subject="other", tenant="acme", scopes=[])
+        assert (await verifier.verify(dropped)).token_id == "dropped"
+
+        state["entries"] = [
+            {"id": 1, "jti": "dropped"},
+            {"id": 2, "client_digest": client_digest("acme", "other"), "revoked_at_epoch": 4e9},
+        ]
+        for token in (dropped, other):
+            with pytest.raises(Unauthenticated, match="token has been revoked"):
+                await verifier.verify(token)
+        assert (await verifier.verify(kept)).token_id == "kept"
+
+        state["status"] = 503  # the identity service is away: what is known still applies
+        with pytest.raises(Unauthenticated, match="token has been revoked"):
+            await verifier.verify(dropped)
+        assert (await verifier.verify(kept)).token_id == "kept"
+        assert state["hits"] >= 4
