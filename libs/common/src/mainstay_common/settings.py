@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Sequence  # noqa: TC003 - pydantic resolves annotations
+from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "RetrySettings",
     "ServiceSettings",
     "TelemetrySettings",
+    "secret_values",
 ]
 
 
@@ -169,3 +172,20 @@ class ServiceSettings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+
+
+def secret_values(values: Sequence[SecretStr], file: str | None, *, what: str) -> list[str]:
+    """Secrets given inline (``values``), else one per non-blank line of ``file``.
+
+    ``[]`` when neither is set; ``ValueError`` naming ``what`` when the file
+    cannot be read.
+    """
+    if values:
+        return [value.get_secret_value() for value in values]
+    if not file:
+        return []
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} file {file}: {exc.strerror}") from exc
+    return [line.strip() for line in text.splitlines() if line.strip()]

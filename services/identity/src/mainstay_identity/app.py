@@ -15,6 +15,7 @@ from mainstay_common.auth import TokenVerifier
 from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations
 from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import StackedResource
+from mainstay_common.settings import secret_values
 from mainstay_common.telemetry import setup_telemetry
 from mainstay_identity.handlers.http import install_routes
 from mainstay_identity.service import IdentityService
@@ -39,17 +40,7 @@ _LEEWAY = timedelta(minutes=5)
 
 def key_secrets(settings: IdentitySettings) -> list[str]:
     """The configured key secrets: ``key_secrets``, else the lines of ``key_secret_file``."""
-    if settings.key_secrets:
-        return [k.get_secret_value() for k in settings.key_secrets]
-    if settings.key_secret_file:
-        try:
-            text = Path(settings.key_secret_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(
-                f"cannot read the key secret file {settings.key_secret_file}: {exc.strerror}"
-            ) from exc
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    return []
+    return secret_values(settings.key_secrets, settings.key_secret_file, what="key secret")
 
 
 class IdentityApp(StackedResource):

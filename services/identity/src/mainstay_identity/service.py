@@ -119,7 +119,13 @@ class IdentityService:
     ) -> TokenAnswer:
         """RFC 6749 §4.4: a token for the client itself."""
         principal = await self._authenticate(client_id, client_secret)
-        return await self._issue(principal, narrow(principal.scopes, scope))
+        return await self._issue(
+            subject=principal.name,
+            tenant=principal.tenant,
+            scopes=narrow(principal.scopes, scope),
+            ttl=self._ttl,
+            audit=(principal.name, "issued", ""),
+        )
 
     async def exchange(
         self,
@@ -152,30 +158,13 @@ class IdentityService:
         both = {s for s in subject.scopes if any(scope_grants(g, s) for g in agent.scopes)}
         both |= {s for s in agent.scopes if subject.has_scope(s)}
         scopes = narrow(sorted(both), scope)
-        remaining = subject.expires_at - datetime.now(UTC)
-        chain = (agent.name, *subject.actor_chain)
-        signer = await self.keys.signer()
-        token_id = uuid.uuid4().hex
-        ttl = min(self._ttl, remaining)
-        token = signer.mint(
+        return await self._issue(
             subject=subject.subject,
             tenant=subject.tenant,
             scopes=scopes,
-            ttl=ttl,
-            actor_chain=chain,
-            token_id=token_id,
-        )
-        await self.log.record(
-            tenant=agent.tenant,
-            principal=agent.name,
-            event="exchanged",
-            jti=token_id,
-            detail=f"for {subject.subject} (token {subject.token_id}) scope={' '.join(scopes)}",
-        )
-        return TokenAnswer(
-            access_token=token,
-            expires_in=max(0, int(ttl.total_seconds())),
-            scope=" ".join(scopes),
+            ttl=min(self._ttl, subject.expires_at - datetime.now(UTC)),
+            actor_chain=(agent.name, *subject.actor_chain),
+            audit=(agent.name, "exchanged", f"for {subject.subject} (token {subject.token_id})"),
             issued_token_type=ACCESS_TOKEN_TYPE,
         )
 
@@ -200,25 +189,41 @@ class IdentityService:
             raise OAuthError("invalid_client", "client authentication failed", status=401)
         return principal
 
-    async def _issue(self, principal: PrincipalRecord, scopes: list[str]) -> TokenAnswer:
+    async def _issue(
+        self,
+        *,
+        subject: str,
+        tenant: str,
+        scopes: list[str],
+        ttl: timedelta,
+        audit: tuple[str, str, str],
+        actor_chain: tuple[str, ...] = (),
+        issued_token_type: str = "",
+    ) -> TokenAnswer:
+        """Sign a token and audit it as ``(principal, event, detail)``."""
         signer = await self.keys.signer()
         token_id = uuid.uuid4().hex
         token = signer.mint(
-            subject=principal.name,
-            tenant=principal.tenant,
+            subject=subject,
+            tenant=tenant,
             scopes=scopes,
-            ttl=self._ttl,
+            ttl=ttl,
+            actor_chain=actor_chain,
             token_id=token_id,
         )
+        principal, event, detail = audit
         await self.log.record(
-            tenant=principal.tenant,
-            principal=principal.name,
-            event="issued",
+            tenant=tenant,
+            principal=principal,
+            event=event,
             jti=token_id,
-            detail=f"kid={signer.kid} scope={' '.join(scopes)}",
+            detail=f"{detail} kid={signer.kid} scope={' '.join(scopes)}".strip(),
         )
         return TokenAnswer(
-            access_token=token, expires_in=int(self._ttl.total_seconds()), scope=" ".join(scopes)
+            access_token=token,
+            expires_in=max(0, int(ttl.total_seconds())),
+            scope=" ".join(scopes),
+            issued_token_type=issued_token_type,
         )
 
     async def rotate_keys(self, *, by: str, tenant: str) -> tuple[str, str]:

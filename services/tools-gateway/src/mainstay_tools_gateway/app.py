@@ -18,6 +18,7 @@ from mainstay_common.bus import Bus
 from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Outbox, OutboxRelay, load_migrations
 from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import StackedResource
+from mainstay_common.settings import secret_values
 from mainstay_common.telemetry import setup_telemetry
 from mainstay_common.telemetry.metrics import BusMetrics
 from mainstay_contracts.ledger import RECORD_USAGE
@@ -52,17 +53,7 @@ STARTUP_PRINCIPAL = "startup"
 
 def vault_keys(settings: ToolsGatewaySettings) -> list[str]:
     """The configured vault keys: ``vault_keys``, else the lines of ``vault_key_file``."""
-    if settings.vault_keys:
-        return [k.get_secret_value() for k in settings.vault_keys]
-    if settings.vault_key_file:
-        try:
-            text = Path(settings.vault_key_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(
-                f"cannot read the vault key file {settings.vault_key_file}: {exc.strerror}"
-            ) from exc
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    return []
+    return secret_values(settings.vault_keys, settings.vault_key_file, what="vault key")
 
 
 class ToolsGatewayApp(StackedResource):
