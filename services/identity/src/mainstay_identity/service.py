@@ -10,10 +10,11 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mainstay_common.auth import TokenVerifier, scope_grants
 from mainstay_common.errors import InvalidArgument, NotFound, Unauthenticated
+from mainstay_identity.domain_card import sign_card
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -104,6 +105,7 @@ class IdentityService:
         audience: str,
     ) -> None:
         self.revocations = revocations
+        self._issuer = issuer
         self.principals = principals
         self.keys = keys
         self.log = log
@@ -266,3 +268,24 @@ class IdentityService:
             detail=f"{'client ' + client if client else 'token'} by {by}: {reason}",
         )
         return revocation
+
+    async def agent_card(self, tenant: str, name: str, *, base_url: str) -> dict[str, Any]:
+        """The signed A2A-style card of an enabled agent."""
+        record = await self.principals.get(tenant, name)
+        if record is None or record.kind != "agent" or record.disabled:
+            raise NotFound(f"tenant '{tenant}' has no agent '{name}'")
+        card = {
+            "id": f"{tenant}/{name}",
+            "name": name,
+            "description": record.description,
+            "provider": {"organization": tenant},
+            "owner": record.owner,
+            "capabilities": {"scopes": sorted(record.scopes)},
+            "authentication": {
+                "schemes": ["oauth2-client-credentials"],
+                "token_url": f"{base_url}/oauth/token",
+                "jwks_url": f"{base_url}/.well-known/jwks.json",
+            },
+            "issuer": self._issuer,
+        }
+        return sign_card(card, await self.keys.signer())

@@ -240,6 +240,14 @@ def install_routes(app: FastAPI, service: IdentityService) -> None:
         )
         return {"id": revocation}
 
+    @router.get("/tenants/{tenant}/agents/{name}/card")
+    async def agent_card(tenant: Tenant, name: Name, request: Request) -> JSONResponse:
+        """The agent's signed card (public, like any A2A card): who it is, what it may do,
+        where to get and check its tokens."""
+        base_url = str(request.base_url).rstrip("/")
+        card = await service.agent_card(tenant, name, base_url=base_url)
+        return JSONResponse(card, headers={"Cache-Control": "max-age=60"})
+
     @router.get("/revocations")
     async def revocations(after: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
         """The feed verifiers read (``MAINSTAY_AUTH_REVOCATIONS_URL``): no token needed, and
