@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 @dataclass
 class Identity:
     app: IdentityApp
+    kafka: KafkaSettings
     admin: TokenSigner
     """Signs the operators' admin tokens (the JWKS file the service trusts)."""
     http: httpx.AsyncClient
@@ -49,6 +50,14 @@ class Identity:
         )
         assert secret.status_code == 200, secret.text
         return str(secret.json()["client_secret"])
+
+    async def bearer(
+        self, tenant: str, name: str, scopes: list[str] | None = None
+    ) -> dict[str, str]:
+        """Register ``name`` and return the ``Authorization`` header of a token it got."""
+        secret = await self.register(tenant, name, scopes or [])
+        answer = await self.token(f"{tenant}/{name}", secret)
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
     async def token(self, client_id: str, secret: str, **form: str) -> httpx.Response:
         return await self.http.post(
@@ -81,7 +90,12 @@ async def identity(
     settings = IdentitySettings(
         http_port=0,
         shutdown_grace_s=2.0,
-        kafka=KafkaSettings(bootstrap=kafka_bootstrap),
+        kafka=KafkaSettings(
+            bootstrap=kafka_bootstrap,
+            topic_prefix=f"i{uuid.uuid4().hex[:8]}.",
+            session_timeout_ms=2000,
+            heartbeat_interval_ms=300,
+        ),
         postgres=PostgresSettings(dsn=with_database(postgres_dsn, database)),
         auth=AuthSettings(jwks_file=str(home / "jwks.json")),
         key_secrets=[Fernet.generate_key().decode()],
@@ -93,7 +107,7 @@ async def identity(
             IdentityApp(settings) as app,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=30) as http,
         ):
-            yield Identity(app=app, admin=admin, http=http)
+            yield Identity(app=app, kafka=settings.kafka, admin=admin, http=http)
     finally:
         await admin_connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin_connection.close()

@@ -1,7 +1,7 @@
 """The composition root: builds the identity service from its settings and runs it.
 
-Start order: telemetry, PostgreSQL (+ migrations), the signing key, HTTP. Stop
-order is the reverse.
+Start order: telemetry, PostgreSQL (+ migrations), the signing key, bus,
+outbox relay, HTTP. Stop order is the reverse.
 """
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mainstay_common.auth import TokenVerifier
-from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations
+from mainstay_common.bus import Bus
+from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Outbox, OutboxRelay, load_migrations
 from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import StackedResource
 from mainstay_common.settings import secret_values
 from mainstay_common.telemetry import setup_telemetry
+from mainstay_contracts.identity import MAILBOX_EVENTS
 from mainstay_identity.handlers.http import install_routes
+from mainstay_identity.handlers.kafka import register_kafka_handlers
+from mainstay_identity.handlers.mail_http import create_mail_router
+from mainstay_identity.mail import MailService
 from mainstay_identity.service import IdentityService
 from mainstay_identity.store.events import CredentialLog
 from mainstay_identity.store.keys import KeyStore
@@ -27,6 +32,9 @@ from mainstay_identity.store.revocations import RevocationStore
 if TYPE_CHECKING:
     import contextlib
 
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from mainstay_common.auth import KeySource
     from mainstay_identity.settings import IdentitySettings
 
 __all__ = ["MIGRATIONS", "SCHEMA", "IdentityApp", "create_app", "key_secrets"]
@@ -43,6 +51,20 @@ def key_secrets(settings: IdentitySettings) -> list[str]:
     return secret_values(settings.key_secrets, settings.key_secret_file, what="key secret")
 
 
+class EitherKeys:
+    """Public keys of this service's own store first, then of the configured JWKS."""
+
+    def __init__(self, first: KeySource, second: KeySource) -> None:
+        self._sources = (first, second)
+
+    async def get_key(self, kid: str) -> Ed25519PublicKey | None:
+        for source in self._sources:
+            key = await source.get_key(kid)
+            if key is not None:
+                return key
+        return None
+
+
 class IdentityApp(StackedResource):
     """One running instance of the identity service."""
 
@@ -50,6 +72,8 @@ class IdentityApp(StackedResource):
         super().__init__()
         self.settings = settings
         self.service: IdentityService | None = None
+        self.mail: MailService | None = None
+        self.bus: Bus | None = None
         self.http: HttpServer | None = None
 
     @property
@@ -77,11 +101,27 @@ class IdentityApp(StackedResource):
             retire_after=ttl + _LEEWAY,
         )
         await keys.signer()  # the first instance creates the first key
+        self.bus = bus = Bus.for_service("identity", settings, registry=telemetry.registry)
+        revocations = RevocationStore(database)
+        # Tokens this service signed, and the operators' tokens of MAINSTAY_AUTH_*.
+        configured = TokenVerifier.from_settings(settings.auth)
+        verifier = TokenVerifier(
+            EitherKeys(keys, configured.keys),
+            issuer=settings.auth.issuer,
+            audience=settings.auth.audience,
+            leeway_s=settings.auth.leeway_s,
+            is_revoked=revocations.is_revoked,
+        )
+        self.mail = mail = MailService(database, bus, Outbox(database))
+        register_kafka_handlers(bus, mail, verifier)
+        await bus.start(extra_topics=[MAILBOX_EVENTS])
+        stack.push_async_callback(bus.close)
+        await stack.enter_async_context(OutboxRelay(database, bus.send_many))
         self.service = service = IdentityService(
             principals=PrincipalStore(database),
             keys=keys,
             log=CredentialLog(database),
-            revocations=RevocationStore(database),
+            revocations=revocations,
             token_ttl=ttl,
             failed_attempts_per_minute=settings.failed_attempts_per_minute,
             issuer=settings.issuer,
@@ -92,9 +132,10 @@ class IdentityApp(StackedResource):
             version="v1",
             readiness=[ReadinessCheck("postgres", database.ping)],
             metrics_registry=telemetry.registry,
-            token_verifier=TokenVerifier.from_settings(settings.auth),
+            token_verifier=verifier,
         )
         install_routes(app, service)
+        app.include_router(create_mail_router(mail))
         self.http = await stack.enter_async_context(
             HttpServer(app, host=settings.http_host, port=settings.http_port)
         )

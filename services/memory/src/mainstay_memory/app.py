@@ -21,7 +21,6 @@ from mainstay_common.grpc import GrpcServer
 from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import StackedResource
 from mainstay_common.telemetry import setup_telemetry
-from mainstay_common.telemetry.metrics import BusMetrics
 from mainstay_contracts.memory import MEMORY_EVENTS
 from mainstay_memory.domain.curation import Thresholds
 from mainstay_memory.handlers.curator import register_curator
@@ -78,14 +77,7 @@ class MemoryApp(StackedResource):
         closer = getattr(vectors, "aclose", None)
         if closer is not None:
             stack.push_async_callback(closer)
-        self.bus = bus = Bus(
-            service="memory",
-            kafka=settings.kafka,
-            retry=settings.retry,
-            instance_id=settings.instance_id,
-            shutdown_grace_s=settings.shutdown_grace_s,
-            metrics=BusMetrics(telemetry.registry),
-        )
+        self.bus = bus = Bus.for_service("memory", settings, registry=telemetry.registry)
         verifier = TokenVerifier.from_settings(settings.auth)
         self.service = service = MemoryService(
             records=RecordStore(database),

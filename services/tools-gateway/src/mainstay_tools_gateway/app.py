@@ -20,7 +20,6 @@ from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import StackedResource
 from mainstay_common.settings import secret_values
 from mainstay_common.telemetry import setup_telemetry
-from mainstay_common.telemetry.metrics import BusMetrics
 from mainstay_contracts.ledger import RECORD_USAGE
 from mainstay_contracts.tools import TOOL_CALLS, TOOL_EVENTS
 from mainstay_tools_gateway.domain.breaker import CircuitBreakers
@@ -87,14 +86,7 @@ class ToolsGatewayApp(StackedResource):
             Database(settings.postgres, schema=SCHEMA, reset_sessions=False)
         )
         await database.migrate(LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="tools"))
-        self.bus = bus = Bus(
-            service="tools",
-            kafka=settings.kafka,
-            retry=settings.retry,
-            instance_id=settings.instance_id,
-            shutdown_grace_s=settings.shutdown_grace_s,
-            metrics=BusMetrics(telemetry.registry),
-        )
+        self.bus = bus = Bus.for_service("tools", settings, registry=telemetry.registry)
         outbox = Outbox(database)
         observer = gateway_metrics(telemetry.registry)
         registry = RegistryStore(database, bus, outbox, refresh_s=settings.registry_refresh_s)

@@ -32,7 +32,7 @@ from mainstay_common.bus._routing import RetryPolicy, group_id
 from mainstay_common.bus._topics import create_missing_topics, spec_topic, unique_topics
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.lifecycle import Resource
-from mainstay_common.settings import KafkaSettings, RetrySettings
+from mainstay_common.settings import KafkaSettings, RetrySettings, ServiceSettings
 from mainstay_common.telemetry.metrics import BusMetrics
 
 if TYPE_CHECKING:
@@ -84,6 +84,20 @@ class Bus(Resource):
             allow_auto_create_topics=False,
             logger=_broker_logger(service),
             log_level=logging.DEBUG,
+        )
+
+    @classmethod
+    def for_service(
+        cls, service: str, settings: ServiceSettings, *, registry: CollectorRegistry
+    ) -> Bus:
+        """The bus of a service instance, from its settings, with metrics on ``registry``."""
+        return cls(
+            service=service,
+            kafka=settings.kafka,
+            retry=settings.retry,
+            instance_id=settings.instance_id,
+            shutdown_grace_s=settings.shutdown_grace_s,
+            metrics=BusMetrics(registry),
         )
 
     # -- subscribing -------------------------------------------------------------

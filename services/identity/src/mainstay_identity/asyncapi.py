@@ -1,0 +1,30 @@
+"""The identity service's AsyncAPI document (``./dev gen`` writes schemas/asyncapi/identity.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from mainstay_common.bus import Bus
+from mainstay_common.bus import asyncapi_document as document_bus
+from mainstay_common.settings import KafkaSettings, RetrySettings
+from mainstay_contracts.identity import MAILBOX_EVENTS
+from mainstay_identity.handlers.kafka import register_kafka_handlers
+
+__all__ = ["asyncapi_document"]
+
+
+def asyncapi_document() -> dict[str, Any]:
+    # The handlers are only registered, never run: they need no real service.
+    bus = Bus(
+        service="identity",
+        kafka=KafkaSettings(topic_prefix=""),
+        retry=RetrySettings(tier_delays_s=[1.0, 10.0, 60.0]),
+    )
+    register_kafka_handlers(bus, cast(Any, None), cast(Any, None))
+    return document_bus(
+        bus,
+        title="Mainstay identity",
+        version="v1",
+        description="Mail between agents and humans: sending, delivery and reads.",
+        publishes=[MAILBOX_EVENTS],
+    )
