@@ -45,8 +45,16 @@ async def test_a_revoked_token_and_a_revoked_client_are_refused_by_memory(
     await admin_db.execute(f'CREATE DATABASE "{database}"')
     tenant = f"tenant-{uuid.uuid4().hex[:8]}"
     try:
+        kafka = KafkaSettings(
+            bootstrap=kafka_bootstrap,
+            topic_prefix=f"r{uuid.uuid4().hex[:8]}.",
+            session_timeout_ms=2000,
+            heartbeat_interval_ms=300,
+        )
         identity_settings = IdentitySettings(
             http_port=0,
+            shutdown_grace_s=2.0,
+            kafka=kafka,
             postgres=PostgresSettings(dsn=with_database(postgres_dsn, database)),
             auth=AuthSettings(jwks_file=str(tmp_path / "jwks.json")),
             key_secrets=[Fernet.generate_key().decode()],
@@ -57,12 +65,7 @@ async def test_a_revoked_token_and_a_revoked_client_are_refused_by_memory(
                 grpc_port=0,
                 http_port=0,
                 shutdown_grace_s=2.0,
-                kafka=KafkaSettings(
-                    bootstrap=kafka_bootstrap,
-                    topic_prefix=f"r{uuid.uuid4().hex[:8]}.",
-                    session_timeout_ms=2000,
-                    heartbeat_interval_ms=300,
-                ),
+                kafka=kafka,
                 postgres=PostgresSettings(dsn=postgres_dsn),
                 auth=AuthSettings(
                     jwks_url=f"{base}/.well-known/jwks.json",
