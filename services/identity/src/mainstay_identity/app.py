@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 
 from mainstay_common.auth import TokenVerifier
 from mainstay_common.bus import Bus
-from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Outbox, OutboxRelay, load_migrations
-from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
-from mainstay_common.lifecycle import StackedResource
+from mainstay_common.db import Outbox, OutboxRelay
+from mainstay_common.http import ReadinessCheck, create_http_app
+from mainstay_common.service import ServiceApp
 from mainstay_common.settings import secret_values
-from mainstay_common.telemetry import setup_telemetry
 from mainstay_contracts.identity import MAILBOX_EVENTS
 from mainstay_identity.handlers.http import install_routes
 from mainstay_identity.handlers.kafka import register_kafka_handlers
@@ -65,33 +64,21 @@ class EitherKeys:
         return None
 
 
-class IdentityApp(StackedResource):
+class IdentityApp(ServiceApp):
     """One running instance of the identity service."""
 
+    settings: IdentitySettings
+
     def __init__(self, settings: IdentitySettings) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.service: IdentityService | None = None
         self.mail: MailService | None = None
-        self.bus: Bus | None = None
-        self.http: HttpServer | None = None
-
-    @property
-    def http_port(self) -> int:
-        assert self.http is not None
-        return self.http.port
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
         secrets = key_secrets(settings)
-        telemetry = setup_telemetry(
-            "identity", settings.telemetry, instance_id=settings.instance_id
-        )
-        stack.push_async_callback(telemetry.aclose)
-        database = await stack.enter_async_context(Database(settings.postgres, schema=SCHEMA))
-        await database.migrate(
-            LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="identity")
-        )
+        telemetry = self._telemetry(stack, "identity")
+        database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
         ttl = timedelta(seconds=settings.token_ttl_s)
         keys = KeyStore(
             database,
@@ -136,10 +123,8 @@ class IdentityApp(StackedResource):
         )
         install_routes(app, service)
         app.include_router(create_mail_router(mail))
-        self.http = await stack.enter_async_context(
-            HttpServer(app, host=settings.http_host, port=settings.http_port)
-        )
-        _log.info("identity serving HTTP on %s:%d", settings.http_host, self.http.port)
+        http = await self._serve_http(stack, app)
+        _log.info("identity serving HTTP on %s:%d", settings.http_host, http.port)
 
 
 def create_app(settings: IdentitySettings) -> IdentityApp:

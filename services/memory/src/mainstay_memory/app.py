@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 from mainstay.memory.v1 import memory_pb2_grpc
 from mainstay_common.auth import AuthInterceptor, TokenVerifier
 from mainstay_common.bus import Bus
-from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Outbox, OutboxRelay, load_migrations
+from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.grpc import GrpcServer
-from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
-from mainstay_common.lifecycle import StackedResource
-from mainstay_common.telemetry import setup_telemetry
+from mainstay_common.http import ReadinessCheck, create_http_app
+from mainstay_common.service import ServiceApp
 from mainstay_contracts.memory import MEMORY_EVENTS
 from mainstay_memory.domain.curation import Thresholds
 from mainstay_memory.handlers.curator import register_curator
@@ -42,33 +41,25 @@ MIGRATIONS = Path(__file__).parent / "store" / "migrations"
 SCHEMA = "memory"
 
 
-class MemoryApp(StackedResource):
+class MemoryApp(ServiceApp):
     """One running instance of the memory service."""
 
+    settings: MemorySettings
+
     def __init__(self, settings: MemorySettings) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.service: MemoryService | None = None
         self.grpc: GrpcServer | None = None
-        self.http: HttpServer | None = None
-        self.bus: Bus | None = None
 
     @property
     def grpc_port(self) -> int:
         assert self.grpc is not None
         return self.grpc.port
 
-    @property
-    def http_port(self) -> int:
-        assert self.http is not None
-        return self.http.port
-
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
-        telemetry = setup_telemetry("memory", settings.telemetry, instance_id=settings.instance_id)
-        stack.push_async_callback(telemetry.aclose)
-        database = await stack.enter_async_context(Database(settings.postgres, schema=SCHEMA))
-        await database.migrate(LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="memory"))
+        telemetry = self._telemetry(stack, "memory")
+        database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
         embedder = create_embedder(settings.embedding)
         stack.push_async_callback(embedder.aclose)
         vectors = await create_vector_index(
@@ -118,9 +109,7 @@ class MemoryApp(StackedResource):
             metrics_registry=telemetry.registry,
             token_verifier=verifier,
         )
-        self.http = await stack.enter_async_context(
-            HttpServer(app, host=settings.http_host, port=settings.http_port)
-        )
+        await self._serve_http(stack, app)
         _log.info("memory service serving gRPC on %s:%d", settings.grpc_host, self.grpc.port)
 
     async def _sweep(self, service: MemoryService) -> None:

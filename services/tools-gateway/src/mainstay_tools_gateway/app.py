@@ -15,11 +15,10 @@ from starlette.routing import Route
 
 from mainstay_common.auth import TokenVerifier
 from mainstay_common.bus import Bus
-from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Outbox, OutboxRelay, load_migrations
-from mainstay_common.http import HttpServer, ReadinessCheck, create_http_app
-from mainstay_common.lifecycle import StackedResource
+from mainstay_common.db import Outbox, OutboxRelay
+from mainstay_common.http import ReadinessCheck, create_http_app
+from mainstay_common.service import ServiceApp
 from mainstay_common.settings import secret_values
-from mainstay_common.telemetry import setup_telemetry
 from mainstay_contracts.ledger import RECORD_USAGE
 from mainstay_contracts.tools import TOOL_CALLS, TOOL_EVENTS
 from mainstay_tools_gateway.domain.breaker import CircuitBreakers
@@ -55,20 +54,14 @@ def vault_keys(settings: ToolsGatewaySettings) -> list[str]:
     return secret_values(settings.vault_keys, settings.vault_key_file, what="vault key")
 
 
-class ToolsGatewayApp(StackedResource):
+class ToolsGatewayApp(ServiceApp):
     """One running instance of the tools gateway."""
 
-    def __init__(self, settings: ToolsGatewaySettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.gateway: ToolsGateway | None = None
-        self.http: HttpServer | None = None
-        self.bus: Bus | None = None
+    settings: ToolsGatewaySettings
 
-    @property
-    def http_port(self) -> int:
-        assert self.http is not None
-        return self.http.port
+    def __init__(self, settings: ToolsGatewaySettings) -> None:
+        super().__init__(settings)
+        self.gateway: ToolsGateway | None = None
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
@@ -76,16 +69,12 @@ class ToolsGatewayApp(StackedResource):
             load_registry_file(settings.registry_file) if settings.registry_file else None
         )
         keys = vault_keys(settings)
-        telemetry = setup_telemetry(
-            "tools-gateway", settings.telemetry, instance_id=settings.instance_id
-        )
-        stack.push_async_callback(telemetry.aclose)
+        telemetry = self._telemetry(stack, "tools-gateway")
         # The gateway leaves no session state behind (SET LOCAL only, transaction-scoped
         # locks), so pooled connections skip the reset round trip on release.
-        database = await stack.enter_async_context(
-            Database(settings.postgres, schema=SCHEMA, reset_sessions=False)
+        database = await self._database(
+            stack, schema=SCHEMA, migrations=MIGRATIONS, reset_sessions=False
         )
-        await database.migrate(LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="tools"))
         self.bus = bus = Bus.for_service("tools", settings, registry=telemetry.registry)
         outbox = Outbox(database)
         observer = gateway_metrics(telemetry.registry)
@@ -147,10 +136,8 @@ class ToolsGatewayApp(StackedResource):
         )
         app.include_router(create_router(gateway))
         app.router.routes.append(Route("/mcp", mcp_endpoint.app, include_in_schema=False))
-        self.http = await stack.enter_async_context(
-            HttpServer(app, host=settings.http_host, port=settings.http_port)
-        )
-        _log.info("tools gateway serving HTTP on %s:%d", settings.http_host, self.http.port)
+        http = await self._serve_http(stack, app)
+        _log.info("tools gateway serving HTTP on %s:%d", settings.http_host, http.port)
 
 
 def create_app(settings: ToolsGatewaySettings) -> ToolsGatewayApp:

@@ -1,0 +1,70 @@
+"""What every service's composition root shares.
+
+A service's ``app.py`` subclasses :class:`ServiceApp` and implements ``_start``
+with the helpers here, so telemetry, the database with its migrations and the
+HTTP server start (and close, in reverse) the same way in every service.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations
+from mainstay_common.http import HttpServer
+from mainstay_common.lifecycle import StackedResource
+from mainstay_common.telemetry import setup_telemetry
+
+if TYPE_CHECKING:
+    import contextlib
+    from pathlib import Path
+
+    from starlette.types import ASGIApp
+
+    from mainstay_common.bus import Bus
+    from mainstay_common.settings import ServiceSettings
+    from mainstay_common.telemetry import Telemetry
+
+__all__ = ["ServiceApp"]
+
+
+class ServiceApp(StackedResource):
+    """One running service instance: its settings, bus and HTTP server."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.bus: Bus | None = None
+        self.http: HttpServer | None = None
+
+    @property
+    def http_port(self) -> int:
+        assert self.http is not None
+        return self.http.port
+
+    def _telemetry(self, stack: contextlib.AsyncExitStack, service: str) -> Telemetry:
+        telemetry = setup_telemetry(
+            service, self.settings.telemetry, instance_id=self.settings.instance_id
+        )
+        stack.push_async_callback(telemetry.aclose)
+        return telemetry
+
+    async def _database(
+        self,
+        stack: contextlib.AsyncExitStack,
+        *,
+        schema: str,
+        migrations: Path,
+        reset_sessions: bool = True,
+    ) -> Database:
+        """The service's schema, migrated (the library's tables first)."""
+        database = await stack.enter_async_context(
+            Database(self.settings.postgres, schema=schema, reset_sessions=reset_sessions)
+        )
+        await database.migrate(LIBRARY_MIGRATIONS, load_migrations(migrations, namespace=schema))
+        return database
+
+    async def _serve_http(self, stack: contextlib.AsyncExitStack, app: ASGIApp) -> HttpServer:
+        self.http = await stack.enter_async_context(
+            HttpServer(app, host=self.settings.http_host, port=self.settings.http_port)
+        )
+        return self.http
