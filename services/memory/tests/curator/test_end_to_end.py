@@ -13,12 +13,10 @@ scope, everything before it has been fully handled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import time
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -27,23 +25,22 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
 from mainstay.memory.v1 import memory_pb2 as pb
-from mainstay.memory.v1 import memory_pb2_grpc
-from mainstay_common.auth import TokenSigner
 from mainstay_common.bus import Bus
-from mainstay_common.grpc import create_channel
-from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings, RetrySettings
 from mainstay_contracts.memory import MEMORY_EVENTS
-from mainstay_memory.app import MemoryApp
-from mainstay_memory.settings import CurationSettings, CuratorSettings, MemorySettings
+from mainstay_memory.settings import CuratorSettings
 
+from ..running import Memory, running_memory
 from .conftest import API_KEY, MODEL, status
 
 if TYPE_CHECKING:
+    import contextlib
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
     from aiokafka import ConsumerRecord
     from starlette.responses import Response
+
+    from mainstay_common.settings import KafkaSettings
 
     from .conftest import FakeChatProvider
 
@@ -52,18 +49,8 @@ pytestmark = pytest.mark.real
 DERIVED_KINDS = [pb.KIND_FACT, pb.KIND_PREFERENCE, pb.KIND_DECISION, pb.KIND_OBSERVATION]
 
 
-@dataclass
-class Memory:
-    app: MemoryApp
-    stub: memory_pb2_grpc.MemoryServiceStub
-    signer: TokenSigner
-    kafka: KafkaSettings
-
-    def auth(self, tenant: str) -> list[tuple[str, str]]:
-        token = self.signer.mint(
-            subject="agent-1", tenant=tenant, scopes=["memory:read:agent-1", "memory:write:agent-1"]
-        )
-        return [("authorization", f"Bearer {token}")]
+class CuratorMemory(Memory):
+    """The running service, with the curator tests' scope (one user's session)."""
 
     @staticmethod
     def scope(tenant: str) -> pb.Scope:
@@ -84,37 +71,10 @@ class Memory:
         return sorted((h.record for h in hits), key=lambda r: r.content)
 
 
-@contextlib.asynccontextmanager
-async def running_memory(
+def running_curated(
     kafka_bootstrap: str, postgres_dsn: str, home: Path, curator: CuratorSettings
-) -> AsyncIterator[Memory]:
-    """A memory service on loopback ports, as ``services/memory/tests/service`` starts it."""
-    signer = TokenSigner.generate()
-    (home / "jwks.json").write_text(json.dumps(signer.jwks()))
-    kafka = KafkaSettings(
-        bootstrap=kafka_bootstrap,
-        topic_prefix=f"c{uuid.uuid4().hex[:8]}.",
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=300,
-    )
-    settings = MemorySettings(
-        grpc_port=0,
-        http_port=0,
-        shutdown_grace_s=2.0,
-        kafka=kafka,
-        postgres=PostgresSettings(dsn=postgres_dsn),
-        retry=RetrySettings(tier_delays_s=[0.2, 0.4, 0.6]),
-        auth=AuthSettings(jwks_file=str(home / "jwks.json")),
-        curation=CurationSettings(sweep_interval_s=0.2),
-        curator=curator,
-    )
-    async with MemoryApp(settings) as app:
-        channel = create_channel(f"127.0.0.1:{app.grpc_port}")
-        try:
-            stub = memory_pb2_grpc.MemoryServiceStub(channel)
-            yield Memory(app=app, stub=stub, signer=signer, kafka=kafka)
-        finally:
-            await channel.close()
+) -> contextlib.AbstractAsyncContextManager[CuratorMemory]:
+    return running_memory(kafka_bootstrap, postgres_dsn, home, kind=CuratorMemory, curator=curator)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -123,7 +83,7 @@ async def memory(
     postgres_dsn: str,
     chat_server: FakeChatProvider,
     tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[Memory]:
+) -> AsyncIterator[CuratorMemory]:
     curator = CuratorSettings(
         enabled=True,
         base_url=chat_server.url,
@@ -133,7 +93,7 @@ async def memory(
         max_facts=5,
     )
     home = tmp_path_factory.mktemp("curator-on")
-    async with running_memory(kafka_bootstrap, postgres_dsn, home, curator) as memory:
+    async with running_curated(kafka_bootstrap, postgres_dsn, home, curator) as memory:
         yield memory
 
 
@@ -361,7 +321,7 @@ async def test_with_the_curator_off_nothing_is_extracted(
     curator = CuratorSettings(base_url=provider.url, model=MODEL)  # everything but enabled
     assert not curator.enabled
     home = tmp_path_factory.mktemp("curator-off")
-    async with running_memory(kafka_bootstrap, postgres_dsn, home, curator) as memory:
+    async with running_curated(kafka_bootstrap, postgres_dsn, home, curator) as memory:
         assert memory.app.bus is not None
         assert [c.group for c in memory.app.bus.consumers if c.group.endswith("curator")] == []
         tenant, marker = new_tenant(), uuid.uuid4().hex
