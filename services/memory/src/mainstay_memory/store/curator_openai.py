@@ -40,11 +40,11 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
-from mainstay_common.errors import DependencyUnavailable, map_httpx_errors
+from mainstay_common.errors import DependencyUnavailable
 from mainstay_memory.domain.extraction import MalformedFacts, parse_facts
-from mainstay_memory.store._openai import OpenAIEndpoint
+from mainstay_memory.store._openai import OpenAIAdapter
 
 if TYPE_CHECKING:
     from mainstay_memory.domain.extraction import ExtractedFact
@@ -87,7 +87,7 @@ def system_prompt(max_facts: int) -> str:
     return SYSTEM_PROMPT.replace("$max_facts", str(max_facts))
 
 
-class OpenAIFactExtractor:
+class OpenAIFactExtractor(OpenAIAdapter):
     """A :class:`~mainstay_memory.domain.extraction.FactExtractor` owning one ``httpx.AsyncClient``."""
 
     def __init__(
@@ -104,27 +104,16 @@ class OpenAIFactExtractor:
             raise ValueError("max_facts must be at least 1")
         if max_output_tokens < 1:
             raise ValueError("max_output_tokens must be at least 1")
-        endpoint = OpenAIEndpoint.create(
-            base_url=base_url, path="chat/completions", api_key=api_key, timeout_s=timeout_s
+        super().__init__(
+            base_url=base_url,
+            path="chat/completions",
+            model=model,
+            api_key=api_key,
+            timeout_s=timeout_s,
         )
-        self._client, self._url, self._target = endpoint.client, endpoint.url, endpoint.target
-        self._model = model
         self._max_facts = max_facts
         self._max_output_tokens = max_output_tokens
         self._system = system_prompt(max_facts)
-
-    @property
-    def model_name(self) -> str:
-        return self._model
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     async def extract(self, text: str) -> list[ExtractedFact]:
         """The validated facts the model finds in ``text`` (an empty text asks nothing)."""
@@ -140,10 +129,8 @@ class OpenAIFactExtractor:
             "temperature": 0,
             "max_tokens": self._max_output_tokens,
         }
-        with map_httpx_errors(_SERVICE):
-            response = await self._client.post(self._url, json=payload)
-            response.raise_for_status()
-        answer = self._answer(response.content)
+        body = await self._post(_SERVICE, payload)
+        answer = self._answer(body)
         try:
             return parse_facts(answer, max_facts=self._max_facts)
         except MalformedFacts as exc:

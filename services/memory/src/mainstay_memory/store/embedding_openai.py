@@ -35,10 +35,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
-from mainstay_common.errors import DependencyUnavailable, map_httpx_errors
-from mainstay_memory.store._openai import OpenAIEndpoint
+from mainstay_common.errors import DependencyUnavailable
+from mainstay_memory.store._openai import OpenAIAdapter
 from mainstay_memory.store._texts import check_texts
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ _SERVICE = "embeddings"
 _PROBE_TEXT = "dimension probe"
 
 
-class OpenAIEmbedder:
+class OpenAIEmbedder(OpenAIAdapter):
     """An async context manager owning one ``httpx.AsyncClient`` (its connection pool).
 
     ``dimension``: ask the endpoint for vectors of this size (the ``dimensions``
@@ -74,11 +74,9 @@ class OpenAIEmbedder:
             raise ValueError("batch_size must be at least 1")
         if dimension is not None and dimension < 1:
             raise ValueError("dimension must be positive")
-        endpoint = OpenAIEndpoint.create(
-            base_url=base_url, path="embeddings", api_key=api_key, timeout_s=timeout_s
+        super().__init__(
+            base_url=base_url, path="embeddings", model=model, api_key=api_key, timeout_s=timeout_s
         )
-        self._client, self._url, self._target = endpoint.client, endpoint.url, endpoint.target
-        self._model = model
         self._requested_dimension = dimension
         self._dimension = dimension
         self._batch_size = batch_size
@@ -92,19 +90,6 @@ class OpenAIEmbedder:
                 " set MEMORY_EMBEDDING_DIMENSION, or await detect_dimension() at startup"
             )
         return self._dimension
-
-    @property
-    def model_name(self) -> str:
-        return self._model
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     async def detect_dimension(self) -> int:
         """The vector size, embedding a probe text if it is not known yet."""
@@ -124,11 +109,9 @@ class OpenAIEmbedder:
         payload: dict[str, Any] = {"model": self._model, "input": batch, "encoding_format": "float"}
         if self._requested_dimension is not None:
             payload["dimensions"] = self._requested_dimension
-        with map_httpx_errors(_SERVICE):
-            response = await self._client.post(self._url, json=payload)
-            response.raise_for_status()
+        body = await self._post(_SERVICE, payload)
         # Decoding and normalising a batch of 1536-float vectors is milliseconds of CPU.
-        vectors = await asyncio.to_thread(_parse, response.content, len(batch), self._target)
+        vectors = await asyncio.to_thread(_parse, body, len(batch), self._target)
         size = len(vectors[0])
         if any(len(vector) != size for vector in vectors):
             raise _malformed(self._target, "the vectors have different sizes")
