@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import Self
+from typing import Any, Self
 
-__all__ = ["Resource", "StackedResource"]
+__all__ = ["Resource", "StackedResource", "cancel_and_wait"]
 
 
 class Resource:
@@ -52,3 +53,12 @@ class StackedResource(Resource):
 
     async def close(self) -> None:
         await self._stack.aclose()
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait until it has finished unwinding."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -8,7 +8,6 @@ so nothing in flight loses a dependency while it finishes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.grpc import GrpcServer
 from mainstay_common.http import ReadinessCheck, create_http_app
+from mainstay_common.lifecycle import cancel_and_wait
 from mainstay_common.service import ServiceApp
 from mainstay_contracts.memory import MEMORY_EVENTS
 from mainstay_memory.domain.curation import Thresholds
@@ -32,6 +32,8 @@ from mainstay_memory.store.records import RecordStore
 from mainstay_memory.store.vectors import create_vector_index
 
 if TYPE_CHECKING:
+    import contextlib
+
     from mainstay_memory.settings import MemorySettings
 
 __all__ = ["MemoryApp", "create_app"]
@@ -92,7 +94,7 @@ class MemoryApp(ServiceApp):
         stack.push_async_callback(bus.close)
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))
         sweeper = asyncio.create_task(self._sweep(service), name="memory-expiry-sweeper")
-        stack.push_async_callback(_cancel, sweeper)
+        stack.push_async_callback(cancel_and_wait, sweeper)
         self.grpc = await stack.enter_async_context(
             GrpcServer(
                 [(memory_pb2_grpc.add_MemoryServiceServicer_to_server, MemoryServicer(service))],
@@ -123,12 +125,6 @@ class MemoryApp(ServiceApp):
             except Exception:  # noqa: BLE001 - the sweeper must outlive one failure
                 _log.exception("expiry sweep failed; retrying at the next interval")
             await asyncio.sleep(interval)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def create_app(settings: MemorySettings) -> MemoryApp:

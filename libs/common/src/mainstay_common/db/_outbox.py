@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mainstay_common.bus._envelope import OutgoingMessage
 from mainstay_common.db._listener import Listener
 from mainstay_common.errors import map_asyncpg_errors
-from mainstay_common.lifecycle import Resource
+from mainstay_common.lifecycle import Resource, cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -168,9 +168,6 @@ class OutboxRelay(Resource):
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self._database.schema}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._listener.close()

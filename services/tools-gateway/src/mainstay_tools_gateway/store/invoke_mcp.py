@@ -73,6 +73,7 @@ from mcp.types import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mainstay_common.errors import DependencyUnavailable, InvalidArgument
+from mainstay_common.lifecycle import cancel_and_wait
 from mainstay_contracts.tools import CredentialRef, McpEndpoint, ToolSpec
 from mainstay_tools_gateway.domain.model import ToolFailure
 
@@ -330,9 +331,7 @@ class _Connection:
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                 await asyncio.shield(self._task)
         except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
 
 # -- the invoker ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mainstay_common.db import Listener
 from mainstay_common.errors import DependencyUnavailable, map_asyncpg_errors
-from mainstay_common.lifecycle import Resource
+from mainstay_common.lifecycle import Resource, cancel_and_wait
 from mainstay_contracts.tools import TOOL_EVENTS, ToolEvent, ToolSpec
 
 if TYPE_CHECKING:
@@ -157,11 +157,8 @@ class RegistryStore(Resource):
                 _log.exception("tool registry refresh failed; keeping the last copy")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._listener.close()
 
 
