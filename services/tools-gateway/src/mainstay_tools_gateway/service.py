@@ -145,7 +145,8 @@ class ToolsGateway:
         self._max_output_bytes = max_output_bytes
         self._claim_lease_s = claim_lease_s
         self._observer = observer or CallObserver()
-        self._checks: dict[tuple[str, str], tuple[SchemaCheck, SchemaCheck | None]] = {}
+        # tool name -> (the definition compiled, its input and output checks)
+        self._checks: dict[str, tuple[ToolSpec, tuple[SchemaCheck, SchemaCheck | None]]] = {}
 
     # -- calling -------------------------------------------------------------------
 
@@ -452,19 +453,15 @@ class ToolsGateway:
         return result
 
     def _schema_checks(self, tool: ToolSpec) -> tuple[SchemaCheck, SchemaCheck | None]:
-        key = (
-            tool.name,
-            tool.model_dump_json(include={"version", "input_schema", "output_schema"}),
+        """The compiled schemas of ``tool``, compiled again only when its definition changed."""
+        cached = self._checks.get(tool.name)
+        if cached is not None and (cached[0] is tool or cached[0] == tool):
+            return cached[1]
+        checks = (
+            SchemaCheck(tool.input_schema),
+            SchemaCheck(tool.output_schema) if tool.output_schema is not None else None,
         )
-        checks = self._checks.get(key)
-        if checks is None:
-            checks = (
-                SchemaCheck(tool.input_schema),
-                SchemaCheck(tool.output_schema) if tool.output_schema is not None else None,
-            )
-            if len(self._checks) > 10_000:
-                self._checks.clear()
-            self._checks[key] = checks
+        self._checks[tool.name] = (tool, checks)
         return checks
 
     def _result(

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["KeyStore", "KeysLocked"]
 
+_RELOAD_ON_MISS_S = 1.0
+
 
 class KeysLocked(PermanentError):
     """No key secret is configured, or none opens a stored signing key."""
@@ -64,6 +66,7 @@ class KeyStore:
         self._signer: TokenSigner | None = None
         self._loaded_at = 0.0
         self._public: dict[str, Ed25519PublicKey] = {}
+        self._public_loaded_at = float("-inf")
 
     def _signer_of(self, kid: str, encrypted: bytes) -> TokenSigner:
         try:
@@ -93,6 +96,7 @@ class KeyStore:
                     signer = self._signer_of(row["kid"], bytes(row["private_key"]))
         self._signer = signer
         self._loaded_at = time.monotonic()
+        self._public[signer.kid] = signer.private_key.public_key()
 
     async def _insert_active(self, conn: Any) -> TokenSigner:
         signer = TokenSigner.generate(issuer=self._issuer, audience=self._audience)
@@ -122,15 +126,19 @@ class KeyStore:
                 signer = await self._insert_active(conn)
         self._signer = signer
         self._loaded_at = time.monotonic()
+        self._public[signer.kid] = signer.private_key.public_key()
         return old or "", signer.kid
 
     async def get_key(self, kid: str) -> Ed25519PublicKey | None:
         """A published public key by ``kid`` (for verifying tokens this service issued)."""
         key = self._public.get(kid)
-        if key is not None:
-            return key
-        self._public = parse_jwks(await self.jwks())
-        return self._public.get(kid)
+        if key is None and time.monotonic() - self._public_loaded_at >= _RELOAD_ON_MISS_S:
+            # A key rotated in by another instance; unknown kids (other issuers' tokens)
+            # cost at most one query per interval.
+            self._public = parse_jwks(await self.jwks())
+            self._public_loaded_at = time.monotonic()
+            key = self._public.get(kid)
+        return key
 
     async def jwks(self) -> dict[str, list[dict[str, str]]]:
         """The active key and every retired key whose tokens may still be alive."""
