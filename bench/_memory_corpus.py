@@ -358,20 +358,10 @@ def curate(writes: Sequence[Write], vectors: npt.NDArray[np.float32], seed: int)
         )
         out.outcomes[str(decision.outcome)] = out.outcomes.get(str(decision.outcome), 0) + 1
         if decision.outcome in (Outcome.ADDED, Outcome.SUPERSEDED_PREVIOUS):
-            record = MemoryRecord(
-                id=str(uuid.UUID(int=ids.getrandbits(128), version=4)),
-                scope=command.scope,
-                kind=command.kind,
-                content=command.content,
-                subject=command.subject,
-                metadata=dict(command.metadata),
-                importance=command.importance,
-                source=command.source,
+            record = command.new_record(
+                record_id=str(uuid.UUID(int=ids.getrandbits(128), version=4)),
                 valid_from=write.at,
                 created_at=write.at,
-                expires_at=write.at + timedelta(seconds=command.ttl_seconds)
-                if command.ttl_seconds
-                else None,
             )
             if decision.outcome is Outcome.SUPERSEDED_PREVIOUS:
                 assert decision.existing is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mainstay_common.errors import NotFound
@@ -104,23 +104,8 @@ class MemoryService:
             events: list[tuple[MemoryEventType, MemoryRecord, tuple[str, ...]]] = []
             superseded: tuple[str, ...] = ()
             if decision.outcome in (Outcome.ADDED, Outcome.SUPERSEDED_PREVIOUS):
-                record = MemoryRecord(
-                    id=str(uuid.uuid4()),
-                    scope=command.scope,
-                    kind=command.kind,
-                    content=command.content,
-                    subject=command.subject,
-                    metadata=dict(command.metadata),
-                    importance=command.importance,
-                    source=command.source,
-                    valid_from=valid_from,
-                    created_at=now,
-                    expires_at=(
-                        valid_from + timedelta(seconds=command.ttl_seconds)
-                        if command.ttl_seconds
-                        else None
-                    ),
-                    idempotency_key=command.idempotency_key,
+                record = command.new_record(
+                    record_id=str(uuid.uuid4()), valid_from=valid_from, created_at=now
                 )
                 if decision.outcome is Outcome.SUPERSEDED_PREVIOUS:
                     assert decision.existing is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -104,6 +105,27 @@ class RememberCommand:
     idempotency_key: str = ""
     valid_from: datetime | None = None
     ttl_seconds: int = 0
+
+    def new_record(
+        self, *, record_id: str, valid_from: datetime, created_at: datetime
+    ) -> MemoryRecord:
+        """The record this write adds (when curation decides to add one)."""
+        return MemoryRecord(
+            id=record_id,
+            scope=self.scope,
+            kind=self.kind,
+            content=self.content,
+            subject=self.subject,
+            metadata=dict(self.metadata),
+            importance=self.importance,
+            source=self.source,
+            valid_from=valid_from,
+            created_at=created_at,
+            expires_at=(
+                valid_from + timedelta(seconds=self.ttl_seconds) if self.ttl_seconds else None
+            ),
+            idempotency_key=self.idempotency_key,
+        )
 
 
 @dataclass(frozen=True)
