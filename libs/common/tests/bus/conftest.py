@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel, ConfigDict, Field
 
 from mainstay_common.bus import Bus
 from mainstay_common.settings import KafkaSettings, RetrySettings
+from mainstay_common.testing import read_records
 from mainstay_contracts import TopicSpec
 
 if TYPE_CHECKING:
@@ -73,19 +74,7 @@ async def read_topic(
     bootstrap: str, topic: str, *, count: int, wait_s: float = 20.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``count`` records from the start of ``topic`` (fails the test on timeout)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    deadline = time.monotonic() + wait_s
-    try:
-        while len(records) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for items in batch.values():
-                records.extend(items)
-    finally:
-        await consumer.stop()
+    records = await read_records(bootstrap, topic, count=count, wait_s=wait_s)
     assert len(records) >= count, f"expected {count} records on {topic}, got {len(records)}"
     return records
 

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from rich.table import Table
 
 from mainstay_common.bus import Bus, Event, dlq_topic, group_id
 from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Migration
 from mainstay_common.errors import DependencyUnavailable, RuleViolation
 from mainstay_common.settings import KafkaSettings, PostgresSettings, RetrySettings
+from mainstay_common.testing import read_records
 from mainstay_contracts import Header
 from mainstay_contracts.supervisor import PROBE, ProbeCommand
 
@@ -58,23 +59,11 @@ class DemoReport:
 async def _read_dead_letters(
     bootstrap: str, topic: str, count: int, wait_s: float
 ) -> list[dict[str, str]]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    letters: list[dict[str, str]] = []
-    deadline = time.monotonic() + wait_s
-    try:
-        while len(letters) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=300)
-            letters.extend(
-                {name: value.decode("utf-8", "replace") for name, value in record.headers}
-                for records in batch.values()
-                for record in records
-            )
-    finally:
-        await consumer.stop()
-    return letters
+    records = await read_records(bootstrap, topic, count=count, wait_s=wait_s)
+    return [
+        {name: value.decode("utf-8", "replace") for name, value in record.headers}
+        for record in records
+    ]
 
 
 async def _publish_garbage(bootstrap: str, topic: str) -> None:
