@@ -439,3 +439,26 @@ async def test_removing_a_tool_is_announced_and_its_calls_become_unknown(gateway
     )
     assert [json.loads(r.value)["type"] for r in records] == ["registered", "removed"]
     assert json.loads(records[1].value)["changed_by"] == "admin"
+
+
+async def test_a_call_the_gateway_itself_cannot_finish_leaves_its_key_free(
+    gateway: Gateway,
+) -> None:
+    name = unique("locked")
+    await gateway.register(gateway.http_tool(name, "/echo", http={"auth": {"credential": "k"}}))
+    assert gateway.app.gateway is not None
+    # A credential written with a key this gateway does not hold: the vault cannot open it.
+    await gateway.app.gateway.vault._database.execute(
+        "INSERT INTO credentials (tool, name, tenant, agent, ciphertext) VALUES ($1, 'k', '', '', $2)",
+        name,
+        b"not a fernet token",
+    )
+    key = f"k-{uuid.uuid4().hex[:6]}"
+    for _ in range(2):  # the retry meets the same error, not a claim "in flight"
+        response = await gateway.http.post(
+            f"/v1/tools/{name}/invoke",
+            json={"arguments": {}, "idempotency_key": key},
+            headers=gateway.headers("acme", [f"tools:call:{name}"]),
+        )
+        assert response.status_code == 422, response.text
+        assert "cannot be decrypted" in response.json()["error"]["message"]

@@ -22,6 +22,7 @@ The result, its audit row, the stored copy for replays and the events
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -202,6 +203,15 @@ class ToolsGateway:
                 suggestions=stop.suggestions,
                 retry_after_s=stop.retry_after_s,
             )
+        except BaseException:
+            # The gateway's own trouble (PostgreSQL away, a locked vault): no result
+            # to store, so the claim must not hold the key until its lease runs out.
+            if call.claimed and principal is not None:
+                with contextlib.suppress(Exception):
+                    await self.calls.release(
+                        tenant=principal.tenant, key=request.idempotency_key, call_id=call.call_id
+                    )
+            raise
         messages = [self._event_message(result, caused_by)]
         usage = self._usage(result, call.tool)
         if usage is not None:

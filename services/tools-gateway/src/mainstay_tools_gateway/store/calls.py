@@ -114,6 +114,16 @@ class CallStore:
             return Claim("replay", ToolCallEvent.model_validate_json(row["result"]))
         return Claim("busy")
 
+    async def release(self, *, tenant: str, key: str, call_id: str) -> None:
+        """Give up a claim without a result (the call broke off), so a retry may run."""
+        await self._database.execute(
+            "DELETE FROM calls WHERE tenant = $1 AND idempotency_key = $2 AND call_id = $3"
+            " AND state = 'running'",
+            tenant,
+            key,
+            uuid.UUID(call_id),
+        )
+
     async def finish(
         self,
         result: ToolCallEvent,
