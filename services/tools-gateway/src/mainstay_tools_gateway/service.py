@@ -465,7 +465,10 @@ class ToolsGateway:
     def _schema_checks(self, tool: ToolSpec) -> tuple[SchemaCheck, SchemaCheck | None]:
         """The compiled schemas of ``tool``, compiled again only when its definition changed."""
         cached = self._checks.get(tool.name)
-        if cached is not None and (cached[0] is tool or cached[0] == tool):
+        if cached is not None and cached[0] is tool:
+            return cached[1]
+        if cached is not None and cached[0] == tool:  # the registry reloaded, nothing changed
+            self._checks[tool.name] = (tool, cached[1])
             return cached[1]
         checks = (
             SchemaCheck(tool.input_schema),
