@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -15,13 +16,17 @@ from cryptography.fernet import Fernet
 
 from mainstay_common.auth import TokenSigner
 from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings
+from mainstay_common.testing import read_records
 from mainstay_identity.app import IdentityApp
 from mainstay_identity.settings import IdentitySettings
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
 
     import pytest
+
+    from mainstay_contracts import TopicSpec
 
 
 @dataclass
@@ -52,12 +57,29 @@ class Identity:
         return str(secret.json()["client_secret"])
 
     async def bearer(
-        self, tenant: str, name: str, scopes: list[str] | None = None
+        self, tenant: str, name: str, scopes: list[str] | None = None, **fields: Any
     ) -> dict[str, str]:
         """Register ``name`` and return the ``Authorization`` header of a token it got."""
-        secret = await self.register(tenant, name, scopes or [])
+        secret = await self.register(tenant, name, scopes or [], **fields)
         answer = await self.token(f"{tenant}/{name}", secret)
         return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    async def events(
+        self,
+        spec: TopicSpec[Any],
+        count: int,
+        accept: Callable[[dict[str, Any]], bool],
+        wait_s: float = 20.0,
+    ) -> list[dict[str, Any]]:
+        """Up to ``count`` events of ``spec`` this service published that ``accept`` keeps."""
+        records = await read_records(
+            self.kafka.bootstrap,
+            f"{self.kafka.topic_prefix}{spec.name}",
+            count=count,
+            accept=lambda r: accept(json.loads(r.value)),
+            wait_s=wait_s,
+        )
+        return [json.loads(r.value) for r in records]
 
     async def token(self, client_id: str, secret: str, **form: str) -> httpx.Response:
         return await self.http.post(
@@ -75,32 +97,36 @@ def new_tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:8]}"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def identity(
-    kafka_bootstrap: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
+@contextlib.asynccontextmanager
+async def running_identity(
+    kafka_bootstrap: str, postgres_dsn: str, home: Path, **overrides: Any
 ) -> AsyncIterator[Identity]:
-    # A database of the module's own: signing keys are encrypted with this
-    # module's key secret, and another run's keys must not be in the way.
+    """An identity service on a database of its own (``overrides`` are settings)."""
+    # A database of its own: signing keys are encrypted with this instance's
+    # key secret, and another run's keys must not be in the way.
     database = f"identity_test_{uuid.uuid4().hex[:8]}"
     admin_connection = await asyncpg.connect(postgres_dsn)
     await admin_connection.execute(f'CREATE DATABASE "{database}"')
-    home = tmp_path_factory.mktemp("identity")
     admin = TokenSigner.generate()
     (home / "jwks.json").write_text(json.dumps(admin.jwks()))
     settings = IdentitySettings(
-        http_port=0,
-        shutdown_grace_s=2.0,
-        kafka=KafkaSettings(
-            bootstrap=kafka_bootstrap,
-            topic_prefix=f"i{uuid.uuid4().hex[:8]}.",
-            session_timeout_ms=2000,
-            heartbeat_interval_ms=300,
-        ),
-        postgres=PostgresSettings(dsn=with_database(postgres_dsn, database)),
-        auth=AuthSettings(jwks_file=str(home / "jwks.json")),
-        key_secrets=[Fernet.generate_key().decode()],
-        token_ttl_s=60,
-        failed_attempts_per_minute=5,
+        **{
+            "http_port": 0,
+            "shutdown_grace_s": 2.0,
+            "kafka": KafkaSettings(
+                bootstrap=kafka_bootstrap,
+                topic_prefix=f"i{uuid.uuid4().hex[:8]}.",
+                session_timeout_ms=2000,
+                heartbeat_interval_ms=300,
+            ),
+            "postgres": PostgresSettings(dsn=with_database(postgres_dsn, database)),
+            "auth": AuthSettings(jwks_file=str(home / "jwks.json")),
+            "key_secrets": [Fernet.generate_key().decode()],
+            "token_ttl_s": 60,
+            "failed_attempts_per_minute": 5,
+            "approval_sweep_s": 0.2,
+            **overrides,
+        }
     )
     try:
         async with (
@@ -111,6 +137,15 @@ async def identity(
     finally:
         await admin_connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin_connection.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def identity(
+    kafka_bootstrap: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Identity]:
+    home = tmp_path_factory.mktemp("identity")
+    async with running_identity(kafka_bootstrap, postgres_dsn, home) as running:
+        yield running
 
 
 def with_database(dsn: str, name: str) -> str:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
 
 from mainstay_common.bus import Bus
-from mainstay_common.testing import read_records
 from mainstay_contracts.identity import MAILBOX_EVENTS, SEND_MAIL, SendMailCommand
 
 from .conftest import Identity, new_tenant
@@ -19,14 +17,9 @@ pytestmark = pytest.mark.real
 async def events_of(
     identity: Identity, thread: str, count: int, wait_s: float = 20.0
 ) -> list[dict[str, object]]:
-    records = await read_records(
-        identity.kafka.bootstrap,
-        f"{identity.kafka.topic_prefix}{MAILBOX_EVENTS.name}",
-        count=count,
-        accept=lambda r: json.loads(r.value)["message"]["thread_id"] == thread,
-        wait_s=wait_s,
+    return await identity.events(
+        MAILBOX_EVENTS, count, lambda e: e["message"]["thread_id"] == thread, wait_s
     )
-    return [json.loads(r.value) for r in records]
 
 
 async def test_a_message_reaches_each_inbox_and_reads_are_announced(identity: Identity) -> None:
@@ -79,7 +72,7 @@ async def test_unknown_recipients_are_named_and_nothing_is_sent(identity: Identi
     )
     assert response.status_code == 400
     assert response.json()["error"]["message"] == (
-        f"no such recipients in tenant '{tenant}': yan, zed"
+        f"to: no such recipients in tenant '{tenant}': yan, zed"
     )
 
 

@@ -135,7 +135,11 @@ class AuthSettings(BaseSettings):
 
     jwks_url: str | None = Field(default=None, description="HTTP(S) URL of the JWKS document.")
     jwks_file: str | None = Field(
-        default=".mainstay/jwks.json", description="Path of a JWKS file, used when no URL is set."
+        default=".mainstay/jwks.json",
+        description="Path of a JWKS file, used when no URL is set. Nothing writes the default"
+        " path: ./dev up sets jwks_url to the identity service's JWKS instead. Without a URL"
+        " and without this file a service still starts, and every verification fails as an"
+        " outage (DependencyUnavailable: HTTP 503, gRPC UNAVAILABLE) naming the file.",
     )
     issuer: str = "mainstay-identity"
     audience: str = "mainstay"

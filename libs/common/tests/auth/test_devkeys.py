@@ -1,17 +1,16 @@
-"""Development credentials: created once, reused, renewed, and accepted by the verifier."""
+"""Development secrets: created once, kept, private; the former local signing key goes away."""
 
 from __future__ import annotations
 
-import json
 import stat
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-import jwt
+import pytest
 from cryptography.fernet import Fernet
 
-from mainstay_common.auth import TokenVerifier
-from mainstay_common.auth.devkeys import ensure_dev_credentials
+from mainstay_common.auth import TokenSigner, TokenVerifier
+from mainstay_common.auth.devkeys import ensure_dev_secrets
+from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.settings import AuthSettings
 
 if TYPE_CHECKING:
@@ -22,84 +21,69 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-async def test_the_admin_token_verifies_under_default_auth_settings(tmp_path: Path) -> None:
-    home = tmp_path / ".mainstay"
+def test_both_key_files_are_usable_fernet_keys_readable_only_by_the_owner(
+    tmp_path: Path,
+) -> None:
+    secrets = ensure_dev_secrets(tmp_path / "home")
 
-    creds = ensure_dev_credentials(home)
-
-    verifier = TokenVerifier.from_settings(AuthSettings(jwks_file=str(creds.jwks_path)))
-    principal = await verifier.verify(creds.admin_token_path.read_text().strip())
-    assert principal.subject == "admin"
-    assert principal.tenant == "default"
-    assert principal.has_scope("memory:write")
-    assert principal.expires_at - datetime.now(UTC) > timedelta(days=29)
-    assert creds.jwks_path == home / "jwks.json"
-
-
-def test_files_and_modes(tmp_path: Path) -> None:
-    creds = ensure_dev_credentials(tmp_path / "home")
-
-    assert _mode(creds.private_key_path) == 0o600
-    assert _mode(creds.admin_token_path) == 0o600
-    assert _mode(creds.vault_key_path) == 0o600
-    vault_key = creds.vault_key_path.read_text()
-    Fernet(vault_key.strip().encode())  # a usable key for the tools gateway's vault
-    assert ensure_dev_credentials(tmp_path / "home").vault_key_path.read_text() == vault_key
-    assert creds.private_key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
-    (jwk,) = json.loads(creds.jwks_path.read_text())["keys"]
-    assert jwk == {
-        "kty": "OKP",
-        "crv": "Ed25519",
-        "x": jwk["x"],
-        "kid": creds.kid,
-        "alg": "EdDSA",
-        "use": "sig",
-    }
-    assert "d" not in jwk
-    assert creds.admin_token not in repr(creds)
+    assert secrets.vault_key_path == tmp_path / "home" / "vault.key"
+    assert secrets.identity_key_path == tmp_path / "home" / "identity.key"
+    for path in (secrets.vault_key_path, secrets.identity_key_path):
+        assert _mode(path) == 0o600
+        Fernet(path.read_text().strip().encode())  # raises unless it is a Fernet key
+    assert secrets.vault_key_path.read_text() != secrets.identity_key_path.read_text()
+    assert secrets.removed == ()
 
 
 def test_a_second_call_changes_nothing(tmp_path: Path) -> None:
-    first = ensure_dev_credentials(tmp_path)
+    ensure_dev_secrets(tmp_path)
     snapshot = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    second = ensure_dev_credentials(tmp_path)
+    ensure_dev_secrets(tmp_path)
 
-    assert second.kid == first.kid
-    assert second.admin_token == first.admin_token
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == snapshot
 
 
-def test_the_token_is_reminted_within_a_day_of_expiry(tmp_path: Path) -> None:
-    first = ensure_dev_credentials(tmp_path)
+def test_no_signing_key_jwks_or_token_is_written(tmp_path: Path) -> None:
+    ensure_dev_secrets(tmp_path)
 
-    almost_expired = datetime.now(UTC) + timedelta(days=29, hours=1)
-    renewed = ensure_dev_credentials(tmp_path, now=almost_expired)
-
-    assert renewed.kid == first.kid
-    assert renewed.admin_token != first.admin_token
-    claims = jwt.decode(renewed.admin_token, options={"verify_signature": False})
-    assert claims["exp"] == int(
-        (almost_expired.replace(microsecond=0) + timedelta(days=30)).timestamp()
-    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["identity.key", "vault.key"]
 
 
-def test_a_token_from_another_key_is_replaced_and_a_stale_jwks_rewritten(tmp_path: Path) -> None:
-    first = ensure_dev_credentials(tmp_path)
-    first.private_key_path.unlink()
-    first.jwks_path.write_text('{"keys": []}')
+def test_the_former_local_signing_key_and_jwks_are_removed(tmp_path: Path) -> None:
+    signer = TokenSigner.generate()
+    (tmp_path / "signing-key.pem").write_bytes(signer.private_pem())
+    (tmp_path / "jwks.json").write_text("{}")
+    (tmp_path / "admin.token").write_text("old\n")
 
-    second = ensure_dev_credentials(tmp_path)
+    secrets = ensure_dev_secrets(tmp_path)
 
-    assert second.kid != first.kid
-    assert second.admin_token != first.admin_token
-    assert [k["kid"] for k in json.loads(second.jwks_path.read_text())["keys"]] == [second.kid]
+    assert sorted(p.name for p in secrets.removed) == ["jwks.json", "signing-key.pem"]
+    assert not (tmp_path / "signing-key.pem").exists()
+    assert not (tmp_path / "jwks.json").exists()
+    # The token is the identity service's business: its bootstrap replaces it.
+    assert (tmp_path / "admin.token").read_text() == "old\n"
 
 
-def test_a_loose_key_file_mode_is_tightened(tmp_path: Path) -> None:
-    creds = ensure_dev_credentials(tmp_path)
-    creds.private_key_path.chmod(0o644)
+def test_an_existing_key_is_kept_and_a_loose_mode_tightened(tmp_path: Path) -> None:
+    key = Fernet.generate_key()
+    (tmp_path / "identity.key").write_bytes(key + b"\n")
+    (tmp_path / "identity.key").chmod(0o644)
 
-    ensure_dev_credentials(tmp_path)
+    ensure_dev_secrets(tmp_path)
 
-    assert _mode(creds.private_key_path) == 0o600
+    assert (tmp_path / "identity.key").read_bytes() == key + b"\n"
+    assert _mode(tmp_path / "identity.key") == 0o600
+
+
+async def test_without_a_jwks_verification_fails_as_an_outage_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    # Nothing writes the default jwks_file any more: a service started without
+    # MAINSTAY_AUTH_JWKS_URL still starts, and each verification says what is missing.
+    settings = AuthSettings(jwks_file=str(tmp_path / "jwks.json"), jwks_url=None)
+    verifier = TokenVerifier.from_settings(settings)
+    token = TokenSigner.generate().mint(subject="admin", tenant="default", scopes=["*"])
+
+    with pytest.raises(DependencyUnavailable, match=r"cannot read JWKS file .*jwks\.json"):
+        await verifier.verify(token)

@@ -35,7 +35,11 @@ def test_auth_exports() -> None:
 
 def test_devkeys_exports() -> None:
     assert sorted(mainstay_common.auth.devkeys.__all__) == [
-        "ADMIN_TOKEN_TTL",
-        "DevCredentials",
-        "ensure_dev_credentials",
+        "DevSecrets",
+        "IDENTITY_KEY_FILE",
+        "VAULT_KEY_FILE",
+        "ensure_dev_secrets",
     ]
+    assert all(
+        hasattr(mainstay_common.auth.devkeys, name) for name in mainstay_common.auth.devkeys.__all__
+    )

@@ -71,7 +71,13 @@ async def test_cli_up_status_logs_down(
     assert await broker_answers(f"127.0.0.1:{kafka_port}")
     assert await postgres_answers(f"postgresql://postgres@127.0.0.1:{pg_port}/postgres")
     assert (home / "logs" / "fake-svc.log").exists()
-    assert (home / "jwks.json").exists() or "credentials skipped" in up.stdout
+    # The key files only; the fake workspace has no identity service to sign a token.
+    assert (home / "identity.key").exists()
+    assert (home / "vault.key").exists()
+    assert not (home / "jwks.json").exists()
+    assert not (home / "signing-key.pem").exists()
+    assert not (home / "admin.token").exists()
+    assert "no identity service" in up.stdout
 
     status = _cli("status", cwd=fake_repo, env=env)
     assert status.returncode == 0

@@ -20,7 +20,7 @@ from mainstay_common.devstack import (
 from mainstay_common.devstack._broker import split_host_port
 from mainstay_common.devstack._postgres import redact_dsn
 from mainstay_common.devstack._process import live_process, load_record, save_record, tail
-from mainstay_common.devstack._services import service_environment
+from mainstay_common.devstack._services import identity_port, service_environment
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -88,17 +88,69 @@ def test_a_service_gets_the_stack_addresses(fake_repo: Path, tmp_path: Path) -> 
     [service] = discover_services(fake_repo)
     env = service_environment(
         service,
-        {"PYTHONPATH": "/elsewhere", "MAINSTAY_AUTH_JWKS_FILE": "/keys.json"},
+        {"PYTHONPATH": "/elsewhere", "IDENTITY_HTTP_PORT": "1"},
         home=tmp_path,
         kafka_bootstrap="127.0.0.1:1",
         postgres_dsn="postgresql://x@127.0.0.1:2/x",
         topic_prefix="p.",
+        identity_port=8203,
     )
     assert env["MAINSTAY_KAFKA_BOOTSTRAP"] == "127.0.0.1:1"
     assert env["MAINSTAY_POSTGRES_DSN"] == "postgresql://x@127.0.0.1:2/x"
     assert env["MAINSTAY_KAFKA_TOPIC_PREFIX"] == "p."
-    assert env["MAINSTAY_AUTH_JWKS_FILE"] == "/keys.json"  # the developer's choice wins
+    assert env["MAINSTAY_AUTH_JWKS_URL"] == "http://127.0.0.1:8203/.well-known/jwks.json"
+    assert env["MAINSTAY_AUTH_REVOCATIONS_URL"] == "http://127.0.0.1:8203/v1/revocations"
+    assert env["IDENTITY_HTTP_PORT"] == "8203"  # where the stack waits for it
+    assert "MAINSTAY_AUTH_JWKS_FILE" not in env
+    assert env["IDENTITY_KEY_SECRET_FILE"] == str(tmp_path / "identity.key")
+    assert env["TOOLS_GATEWAY_VAULT_KEY_FILE"] == str(tmp_path / "vault.key")
     assert env["PYTHONPATH"].split(":") == [str(service.src), "/elsewhere"]
+
+
+def test_the_developers_own_auth_settings_win(fake_repo: Path, tmp_path: Path) -> None:
+    [service] = discover_services(fake_repo)
+
+    def env_of(base: dict[str, str]) -> dict[str, str]:
+        return service_environment(
+            service,
+            base,
+            home=tmp_path,
+            kafka_bootstrap="127.0.0.1:1",
+            postgres_dsn="postgresql://x@127.0.0.1:2/x",
+            topic_prefix="",
+            identity_port=8103,
+        )
+
+    own = env_of(
+        {
+            "MAINSTAY_AUTH_JWKS_URL": "https://id.example/jwks",
+            "MAINSTAY_AUTH_REVOCATIONS_URL": "https://id.example/revocations",
+        }
+    )
+    assert own["MAINSTAY_AUTH_JWKS_URL"] == "https://id.example/jwks"
+    assert own["MAINSTAY_AUTH_REVOCATIONS_URL"] == "https://id.example/revocations"
+    # A file named by the developer is not overridden by a URL (which would take precedence).
+    with_file = env_of({"MAINSTAY_AUTH_JWKS_FILE": "/keys.json"})
+    assert with_file["MAINSTAY_AUTH_JWKS_FILE"] == "/keys.json"
+    assert "MAINSTAY_AUTH_JWKS_URL" not in with_file
+    # Without an identity service in the workspace nothing auth-related is set.
+    none = service_environment(
+        service,
+        {},
+        home=tmp_path,
+        kafka_bootstrap="127.0.0.1:1",
+        postgres_dsn="postgresql://x@127.0.0.1:2/x",
+        topic_prefix="",
+    )
+    assert not {k for k in none if k.startswith("MAINSTAY_AUTH_")}
+
+
+def test_the_identity_port_comes_from_the_environment() -> None:
+    assert identity_port({}) == 8103
+    assert identity_port({"IDENTITY_HTTP_PORT": "9103"}) == 9103
+    for bad in ("http", "0", "70000"):
+        with pytest.raises(StackError, match="IDENTITY_HTTP_PORT"):
+            identity_port({"IDENTITY_HTTP_PORT": bad})
 
 
 def test_addresses_are_parsed_and_passwords_hidden() -> None:

@@ -1,11 +1,13 @@
 """The composition root: builds the identity service from its settings and runs it.
 
 Start order: telemetry, PostgreSQL (+ migrations), the signing key, bus,
-outbox relay, HTTP. Stop order is the reverse.
+outbox relay, the approval expiry loop, the SMTP listener (when configured),
+HTTP. Stop order is the reverse.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -14,10 +16,13 @@ from typing import TYPE_CHECKING
 from mainstay_common.auth import TokenVerifier
 from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
+from mainstay_common.errors import MainstayError
 from mainstay_common.http import ReadinessCheck, create_http_app
+from mainstay_common.lifecycle import cancel_and_wait
 from mainstay_common.service import ServiceApp
 from mainstay_common.settings import secret_values
-from mainstay_contracts.identity import MAILBOX_EVENTS
+from mainstay_contracts.identity import APPROVAL_EVENTS, MAILBOX_EVENTS
+from mainstay_identity.email_bridge import EmailInbound, EmailOutbound
 from mainstay_identity.handlers.http import install_routes
 from mainstay_identity.handlers.kafka import register_kafka_handlers
 from mainstay_identity.handlers.mail_http import create_mail_router
@@ -73,6 +78,13 @@ class IdentityApp(ServiceApp):
         super().__init__(settings)
         self.service: IdentityService | None = None
         self.mail: MailService | None = None
+        self.email_inbound: EmailInbound | None = None
+
+    @property
+    def smtp_port(self) -> int:
+        """The port of the inbound SMTP listener (when ``smtp_listen_port`` is set)."""
+        assert self.email_inbound is not None, "no SMTP listener is configured"
+        return self.email_inbound.port
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
@@ -85,7 +97,7 @@ class IdentityApp(ServiceApp):
             secrets,
             issuer=settings.issuer,
             audience=settings.audience,
-            retire_after=ttl + _LEEWAY,
+            retire_after=max(ttl, timedelta(seconds=settings.operator_token_ttl_s)) + _LEEWAY,
         )
         await keys.signer()  # the first instance creates the first key
         self.bus = bus = Bus.for_service("identity", settings, registry=telemetry.registry)
@@ -100,10 +112,18 @@ class IdentityApp(ServiceApp):
             is_revoked=revocations.is_revoked,
         )
         self.mail = mail = MailService(database, bus, Outbox(database))
-        register_kafka_handlers(bus, mail, verifier)
-        await bus.start(extra_topics=[MAILBOX_EVENTS])
+        outbound = EmailOutbound(database, settings) if settings.smtp_host else None
+        register_kafka_handlers(bus, mail, verifier, outbound)
+        await bus.start(extra_topics=[MAILBOX_EVENTS, APPROVAL_EVENTS])
         stack.push_async_callback(bus.close)
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))
+        expiry = asyncio.create_task(_expire_approvals(mail, settings.approval_sweep_s))
+        stack.push_async_callback(cancel_and_wait, expiry)
+        if settings.smtp_listen_port is not None:
+            self.email_inbound = inbound = EmailInbound(database, mail, settings)
+            await inbound.start()
+            stack.push_async_callback(inbound.close)
+            _log.info("identity receiving email on %s:%d", settings.smtp_listen_host, inbound.port)
         self.service = service = IdentityService(
             principals=PrincipalStore(database),
             keys=keys,
@@ -125,6 +145,18 @@ class IdentityApp(ServiceApp):
         app.include_router(create_mail_router(mail))
         http = await self._serve_http(stack, app)
         _log.info("identity serving HTTP on %s:%d", settings.http_host, http.port)
+
+
+async def _expire_approvals(mail: MailService, interval_s: float) -> None:
+    """Decide the approvals whose deadline passed, every ``interval_s`` (every instance may
+    run this: each approval is expired once, locked rows are skipped)."""
+    while True:
+        try:
+            while await mail.expire_approvals() > 0:
+                pass
+        except MainstayError as exc:  # PostgreSQL away: try again next round
+            _log.warning("expiring approvals failed: %s", exc)
+        await asyncio.sleep(interval_s)
 
 
 def create_app(settings: IdentitySettings) -> IdentityApp:

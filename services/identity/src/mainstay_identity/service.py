@@ -252,6 +252,7 @@ class IdentityService:
                 description=record.description,
                 scopes=record.scopes,
                 disabled=True,
+                email=record.email,
             )
         revocation = await self.revocations.revoke(
             tenant=tenant,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -39,3 +41,48 @@ class IdentitySettings(ServiceSettings):
         description="Failed client authentications allowed per client and minute before"
         " further attempts are refused for the rest of the minute.",
     )
+    operator_token_ttl_s: int = Field(
+        default=86_400,
+        ge=30,
+        description="Lifetime of operator tokens minted by mainstay_identity.bootstrap (the"
+        " admin token of ./dev up); rotated keys stay published at least this long.",
+    )
+    approval_sweep_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often approvals past their deadline are looked for and expired.",
+    )
+    # The email bridge: outbound copies of mail for principals with an email
+    # address, and an SMTP listener for the replies (and new mail) of humans.
+    mail_domain: str = Field(
+        default="mainstay.localhost",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9.-]+$",
+        description="The domain of the bridge's addresses: replies come back to"
+        " reply+<token>@<domain>, new mail to <name>+<tenant>@<domain>.",
+    )
+    smtp_host: str | None = Field(
+        default=None, description="The SMTP server outbound email goes to; unset: no email."
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_security: Literal["auto", "none", "starttls", "tls"] = Field(
+        default="auto",
+        description="auto: STARTTLS when the server offers it; tls: TLS from the start.",
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(default=30.0, gt=0)
+    email_from: str = Field(
+        default="",
+        max_length=320,
+        description="The From address of outbound email; empty: mainstay@<mail_domain>.",
+    )
+    smtp_listen_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the inbound SMTP listener; unset: no listener (0: any free port).",
+    )
+    smtp_listen_host: str = "127.0.0.1"
+    smtp_max_message_bytes: int = Field(default=1_000_000, ge=10_000)

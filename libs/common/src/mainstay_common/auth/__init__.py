@@ -5,8 +5,14 @@ against its JWKS (:class:`TokenVerifier`); a verified token becomes a
 :class:`Principal` that handlers check scopes on. Adapters put the principal
 where handlers find it: :class:`AuthInterceptor` for gRPC, the
 :func:`require_principal` / :func:`requires_scope` dependencies for FastAPI,
-and :func:`current_principal` anywhere below either. Development keys and the
-admin token come from :mod:`mainstay_common.auth.devkeys`.
+and :func:`current_principal` anywhere below either.
+
+Services read the identity service's keys from ``MAINSTAY_AUTH_JWKS_URL``
+(its ``/.well-known/jwks.json``) and its revocations from
+``MAINSTAY_AUTH_REVOCATIONS_URL`` (``/v1/revocations``); ``./dev up`` points
+them there. The development admin token (``.mainstay/admin.token``) is signed
+by the identity service too, with ``python -m mainstay_identity.bootstrap``;
+:mod:`mainstay_common.auth.devkeys` only writes the Fernet key files.
 """
 
 from mainstay_common.auth._context import (

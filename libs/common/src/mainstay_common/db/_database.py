@@ -192,6 +192,14 @@ class Database(Resource):
         with map_asyncpg_errors():
             return await self.pool.fetch(query, *args)
 
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        with map_asyncpg_errors():
+            return await self.pool.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        with map_asyncpg_errors():
+            return await self.pool.fetchval(query, *args)
+
     async def execute(self, query: str, *args: Any) -> str:
         with map_asyncpg_errors():
             return await self.pool.execute(query, *args)

@@ -114,7 +114,8 @@ def up(
         float, typer.Option(help="Seconds each component may take to answer.")
     ] = 60.0,
 ) -> None:
-    """Start the broker, PostgreSQL and the services (what already runs is left alone)."""
+    """Start the broker, PostgreSQL, the identity service (which signs admin.token in the
+    home) and the other services; what already runs is left alone."""
     stack = _stack(
         home,
         repo_root,
@@ -142,6 +143,7 @@ def up(
 def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
     """Start the stack if needed, then run a real round trip through the bus and report it."""
     from mainstay_common.devstack._demo import run_demo  # noqa: PLC0415 - only the demo needs the bus
+    from mainstay_common.devstack._demo_identity import run_identity_demo  # noqa: PLC0415
     from mainstay_common.devstack._demo_memory import run_memory_demo  # noqa: PLC0415
     from mainstay_common.devstack._demo_tools import run_tools_demo  # noqa: PLC0415
 
@@ -166,6 +168,13 @@ def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
             _out.print(f"\n[bold]demo:[/bold] the tools gateway at {tools_url}")
             tools = await run_tools_demo(tools_url, stack.home.root, _out)
             ok = ok and tools.ok
+        if "identity" in running:
+            identity_url = f"http://127.0.0.1:{os.environ.get('IDENTITY_HTTP_PORT', '8103')}"
+            _out.print(f"\n[bold]demo:[/bold] identity and approvals at {identity_url}")
+            identity = await run_identity_demo(
+                identity_url, stack.kafka_bootstrap, stack.home.root, _out
+            )
+            ok = ok and identity.ok
         return ok
 
     try:

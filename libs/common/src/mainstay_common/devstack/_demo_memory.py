@@ -1,7 +1,7 @@
 """The memory part of ``./dev demo``: a superseded fact, recall, history, ``as_of``.
 
 It talks to the running memory service over gRPC exactly as an agent would,
-with the development admin token that ``./dev up`` wrote.
+with the admin token the identity service signed for ``./dev up``.
 """
 
 from __future__ import annotations

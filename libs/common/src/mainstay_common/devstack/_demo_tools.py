@@ -1,9 +1,9 @@
 """The tools part of ``./dev demo``: governed tool calls through the running gateway.
 
-It calls the gateway's HTTP API as an agent would, with the development admin
-token that ``./dev up`` wrote: a builtin tool, a call with wrong arguments (and
-the feedback a model gets), a mistyped tool name, an idempotent replay, and the
-audit trail of it all.
+It calls the gateway's HTTP API as an agent would, with the admin token the
+identity service signed for ``./dev up``: a builtin tool, a call with wrong
+arguments (and the feedback a model gets), a mistyped tool name, an idempotent
+replay, and the audit trail of it all.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ Layout under the home (``./.mainstay`` or ``$MAINSTAY_HOME``)::
     logs/<name>.log one log per process the stack started (broker, each service)
     pids/<name>.pid one record per process the stack started, see ``_process``
     .lock           held while ``up`` or ``down`` changes the stack
+    admin.token     an operator token (all scopes) signed by the identity service
+    identity.key    what encrypts the identity service's signing keys at rest
+    vault.key       what encrypts the tools gateway's credential vault
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ class StackHome:
     @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.root / "admin.token"
 
     def log_file(self, name: str) -> Path:
         if name == POSTGRES:

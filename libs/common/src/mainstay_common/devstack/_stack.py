@@ -2,21 +2,25 @@
 
 ``up`` brings up the broker and PostgreSQL (embedded, or waits for the external
 ones named in the environment), creates the registered topics, writes the
-development credentials and starts every service; ``down`` stops exactly the
-processes ``up`` recorded, services first. Both are idempotent and take the
-home's lock, so the CLI, the pytest plugin and the demo can all drive it.
+development secrets (Fernet key files), starts the identity service and waits
+until it is ready, has it sign ``admin.token``, then starts every other service
+pointed at its JWKS and revocation feed; ``down`` stops exactly the processes
+``up`` recorded, services first. Both are idempotent and take the home's lock,
+so the CLI, the pytest plugin and the demo can all drive it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import httpx
 
 from mainstay_common.devstack._broker import (
     broker_command,
@@ -42,7 +46,14 @@ from mainstay_common.devstack._process import (
     tail,
     tcp_port_open,
 )
-from mainstay_common.devstack._services import discover_services, service_environment
+from mainstay_common.devstack._services import (
+    IDENTITY,
+    ServiceSpec,
+    discover_services,
+    identity_base_url,
+    identity_port,
+    service_environment,
+)
 from mainstay_common.devstack._status import ComponentStatus, read_status
 from mainstay_contracts import REGISTRY
 
@@ -82,8 +93,11 @@ class EmbeddedStack:
         startup_timeout_s: float = 60.0,
         stop_grace_s: float = 10.0,
         service_settle_s: float = 1.0,
+        identity_port: int | None = None,
         report: Callable[[str], object] | None = None,
     ) -> None:
+        """``identity_port`` defaults to ``IDENTITY_HTTP_PORT`` of this process's
+        environment (the one services start with), else 8103."""
         self._home = StackHome(home.resolve())
         self._repo_root = repo_root.resolve()
         self._kafka_port = kafka_port
@@ -98,6 +112,7 @@ class EmbeddedStack:
         self._timeout = startup_timeout_s
         self._grace = stop_grace_s
         self._settle = service_settle_s
+        self._identity_port = identity_port
         self._report: Callable[[str], object] = report or _logger.info
 
     @classmethod
@@ -267,41 +282,41 @@ class EmbeddedStack:
         return record
 
     async def _ensure_credentials(self) -> None:
-        try:
-            # Imported by name: the module belongs to the auth package, which may
-            # not exist in every checkout of the workspace yet.
-            module = importlib.import_module("mainstay_common.auth.devkeys")
-        except ImportError as exc:
-            self._report(f"warning: development credentials skipped ({exc})")
-            return
-        ensure = module.ensure_dev_credentials
-        if inspect.iscoroutinefunction(ensure):
-            await ensure(self._home.root)
-        else:
-            await asyncio.to_thread(ensure, self._home.root)
-        self._report(f"credentials: written under {self._home.root}")
+        # Imported here: the auth package is heavy, and `status` does not need it.
+        from mainstay_common.auth.devkeys import ensure_dev_secrets  # noqa: PLC0415
+
+        secrets = await asyncio.to_thread(ensure_dev_secrets, self._home.root)
+        for path in secrets.removed:
+            self._report(
+                f"credentials: removed {path.name} (the identity service signs tokens now)"
+            )
+        self._report(f"credentials: key files under {self._home.root}")
 
     async def _ensure_services(self) -> None:
+        specs = discover_services(self._repo_root)
+        identity = next((spec for spec in specs if spec.name == IDENTITY), None)
+        port: int | None = None
+        if identity is not None:
+            port = self._resolved_identity_port()
+            await self._ensure_identity(identity, port)
+            if self._write_credentials:
+                await self._bootstrap_admin_token(identity, port)
+        elif self._write_credentials:
+            self._report(f"credentials: no identity service in {self._repo_root}, no admin token")
         started: list[ProcessRecord] = []
-        for spec in discover_services(self._repo_root):
+        for spec in specs:
+            if spec is identity:
+                continue
             if self._running(spec.name) is not None:
                 self._report(f"{spec.name}: already running")
                 continue
-            env = service_environment(
-                spec,
-                os.environ,
-                home=self._home.root,
-                kafka_bootstrap=self.kafka_bootstrap,
-                postgres_dsn=self.postgres_dsn,
-                topic_prefix=self._topic_prefix,
-            )
             record = await asyncio.to_thread(
                 spawn,
                 spec.name,
                 spec.command(),
                 log_file=self._home.log_file(spec.name),
                 cwd=self._repo_root,
-                env=env,
+                env=self._service_env(spec, port),
                 address="",
             )
             save_record(self._home.pid_file(spec.name), record)
@@ -323,6 +338,123 @@ class EmbeddedStack:
                 lines += [f"{record.name} exited at start; last lines of {log_file}:"]
                 lines += tail(log_file, 15)
             raise StackError("\n".join(lines))
+
+    def _resolved_identity_port(self) -> int:
+        if self._identity_port is not None:
+            return self._identity_port
+        return identity_port(os.environ)
+
+    def _service_env(self, spec: ServiceSpec, port: int | None) -> dict[str, str]:
+        return service_environment(
+            spec,
+            os.environ,
+            home=self._home.root,
+            kafka_bootstrap=self.kafka_bootstrap,
+            postgres_dsn=self.postgres_dsn,
+            topic_prefix=self._topic_prefix,
+            identity_port=port,
+        )
+
+    async def _ensure_identity(self, spec: ServiceSpec, port: int) -> None:
+        """Start the identity service unless it runs, and wait until it is ready."""
+        url = identity_base_url(port)
+        record = self._running(spec.name)
+        if record is not None:
+            await self._wait_ready(record, url)
+            self._report(f"{spec.name}: already running at {url} (pid {record.pid})")
+            return
+        if await tcp_port_open("127.0.0.1", port):
+            raise StackError(
+                f"{spec.name}: 127.0.0.1:{port} is taken by another program; set "
+                "IDENTITY_HTTP_PORT to a free port (the other services follow it)"
+            )
+        record = await asyncio.to_thread(
+            spawn,
+            spec.name,
+            spec.command(),
+            log_file=self._home.log_file(spec.name),
+            cwd=self._repo_root,
+            env=self._service_env(spec, port),
+            address=url,
+        )
+        save_record(self._home.pid_file(spec.name), record)
+        try:
+            await self._wait_ready(record, url)
+        except Exception:
+            await self._stop_recorded(spec.name)
+            raise
+        self._report(f"{spec.name}: started at {url} (pid {record.pid})")
+
+    async def _wait_ready(self, record: ProcessRecord, url: str) -> None:
+        """Poll ``url/readyz`` until it answers 200, the process dies, or the timeout passes."""
+        log_file = self._home.log_file(record.name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        last = "no answer yet"
+        # trust_env=False: a proxy from the environment must not sit in front of loopback.
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+            while True:
+                if live_process(record) is None:
+                    lines = [f"{record.name} exited before it was ready; last lines of {log_file}:"]
+                    raise StackError("\n".join(lines + tail(log_file, 15)))
+                try:
+                    answer = await client.get(f"{url}/readyz")
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                else:
+                    if answer.status_code == 200:
+                        return
+                    last = f"/readyz answered {answer.status_code}: {answer.text[:200]}"
+                if loop.time() >= deadline:
+                    lines = [
+                        f"{record.name} (pid {record.pid}) was not ready at {url}/readyz within"
+                        f" {self._timeout:.0f}s ({last}); last lines of {log_file}:"
+                    ]
+                    raise StackError("\n".join(lines + tail(log_file, 15)))
+                await asyncio.sleep(0.2)
+
+    async def _bootstrap_admin_token(self, spec: ServiceSpec, port: int) -> None:
+        """Have the identity service's bootstrap sign (or keep) ``<home>/admin.token``.
+
+        It runs as its own process with the identity service's environment, so
+        it reads the same database and key secret, and the stack never imports
+        a service package.
+        """
+        argv = [
+            sys.executable,
+            "-m",
+            f"{spec.module}.bootstrap",
+            "admin-token",
+            "--out",
+            str(self._home.admin_token),
+        ]
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=self._repo_root,
+            env=self._service_env(spec, port),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), self._timeout)
+        except BaseException as exc:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            if isinstance(exc, TimeoutError):
+                raise StackError(
+                    f"admin token: `python {' '.join(argv[1:])}` did not finish within"
+                    f" {self._timeout:.0f}s"
+                ) from None
+            raise
+        text = output.decode("utf-8", errors="replace").strip()
+        if process.returncode != 0:
+            raise StackError(
+                f"admin token: `python {' '.join(argv[1:])}` failed (exit {process.returncode}):"
+                f"\n{text}"
+            )
+        self._report(text.splitlines()[-1] if text else f"admin token: {self._home.admin_token}")
 
     def _running(self, name: str) -> ProcessRecord | None:
         """The record of ``name`` if its process still runs; a stale record is removed."""

@@ -77,7 +77,7 @@ async def read_status(
     for name in sorted(names):
         record = load_record(home.pid_file(name))
         if record is not None and live_process(record) is not None:
-            rows.append(ComponentStatus(name, "service", "up", "", record.pid))
+            rows.append(ComponentStatus(name, "service", "up", record.address, record.pid))
         else:
             rows.append(ComponentStatus(name, "service", "down"))
     return rows

@@ -49,6 +49,13 @@ class PrincipalBody(BaseModel):
     description: str = Field(default="", max_length=4000)
     scopes: list[str] = Field(default_factory=list, max_length=200)
     disabled: bool = False
+    email: str = Field(
+        default="",
+        max_length=320,
+        pattern=r"^([^@\s<>]+@[^@\s<>]+\.[^@\s<>]+)?$",
+        description="Where this principal's mail is also sent by email (and whom an inbound"
+        " email is from); unique within the tenant.",
+    )
 
 
 def _oauth_error(error: OAuthError, *, basic: bool = False) -> JSONResponse:
@@ -99,6 +106,7 @@ def _principal_json(record: Any) -> dict[str, Any]:
         "scopes": list(record.scopes),
         "has_secret": record.has_secret,
         "disabled": record.disabled,
+        "email": record.email,
     }
 
 
@@ -197,6 +205,7 @@ def install_routes(app: FastAPI, service: IdentityService) -> None:
             description=body.description,
             scopes=body.scopes,
             disabled=body.disabled,
+            email=body.email,
         )
         return JSONResponse(_principal_json(record), status_code=201 if created else 200)
 

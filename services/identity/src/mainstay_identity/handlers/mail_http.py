@@ -1,13 +1,14 @@
-"""The mail HTTP API: send as the caller, read the caller's own inbox."""
+"""The mail HTTP API: send as the caller, read the caller's own inbox, answer approvals."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from mainstay_common.auth import Principal, require_principal
-from mainstay_contracts.identity import MailDraft  # noqa: TC001 - FastAPI reads it at runtime
+from mainstay_contracts.identity import ApprovalAnswer, MailDraft
 
 if TYPE_CHECKING:
     from mainstay_identity.mail import MailService
@@ -15,6 +16,20 @@ if TYPE_CHECKING:
 __all__ = ["create_mail_router"]
 
 Caller = Annotated[Principal, Depends(require_principal)]
+MessageId = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+class DecisionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: str = Field(min_length=1, max_length=40, description="One of the options.")
+    reason: str = Field(default="", max_length=4000)
+    message_id: str = Field(
+        default="",
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._:@-]*$",
+        description="Idempotency key of the reply message (optional).",
+    )
 
 
 def create_mail_router(mail: MailService) -> APIRouter:
@@ -37,10 +52,32 @@ def create_mail_router(mail: MailService) -> APIRouter:
         return {"messages": messages}
 
     @router.post("/inbox/{message_id}/read")
-    async def read_message(
-        message_id: Annotated[str, Path(min_length=1, max_length=200)], caller: Caller
-    ) -> dict[str, Any]:
+    async def read_message(message_id: MessageId, caller: Caller) -> dict[str, Any]:
         """The message, marked read."""
         return await mail.read(caller, message_id)
+
+    @router.get("/approvals")
+    async def approvals(
+        caller: Caller,
+        status: Literal["pending", "decided", "expired"] | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> dict[str, Any]:
+        """Approvals the caller asked for or may answer."""
+        return {"approvals": await mail.approvals(caller, status=status, limit=limit)}
+
+    @router.get("/approvals/{approval_id}")
+    async def approval(approval_id: MessageId, caller: Caller) -> dict[str, Any]:
+        return await mail.approval(caller, approval_id)
+
+    @router.post("/approvals/{approval_id}/decision", status_code=201)
+    async def decide(approval_id: MessageId, body: DecisionBody, caller: Caller) -> dict[str, Any]:
+        """Answer an approval as one of its human recipients: a reply in its thread to the
+        requester, and an ``approval.decided`` event."""
+        answer = ApprovalAnswer.model_validate(
+            {"approval_id": approval_id, "decision": body.decision, "reason": body.reason}
+        )
+        draft = MailDraft(kind="approval-reply", answer=answer, message_id=body.message_id)
+        reply = await mail.send(caller, draft)
+        return {"approval": await mail.approval(caller, approval_id), "message": reply}
 
     return router

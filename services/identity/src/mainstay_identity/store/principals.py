@@ -35,6 +35,7 @@ class PrincipalRecord:
     scopes: tuple[str, ...]
     has_secret: bool
     disabled: bool
+    email: str = ""
 
 
 def _record(row: asyncpg.Record) -> PrincipalRecord:
@@ -47,6 +48,7 @@ def _record(row: asyncpg.Record) -> PrincipalRecord:
         scopes=tuple(row["scopes"]),
         has_secret=row["secret_hash"] is not None,
         disabled=row["disabled"],
+        email=row["email"],
     )
 
 
@@ -64,15 +66,18 @@ class PrincipalStore:
         description: str,
         scopes: Sequence[str],
         disabled: bool = False,
+        email: str = "",
     ) -> tuple[PrincipalRecord, bool]:
         """Register or update; ``True`` when it is new. The secret is never touched here."""
         with map_asyncpg_errors():
             row = await self._database.pool.fetchrow(
-                "INSERT INTO principals (tenant, name, kind, owner, description, scopes, disabled)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                "INSERT INTO principals"
+                " (tenant, name, kind, owner, description, scopes, disabled, email)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 " ON CONFLICT (tenant, name) DO UPDATE SET kind = EXCLUDED.kind,"
                 " owner = EXCLUDED.owner, description = EXCLUDED.description,"
-                " scopes = EXCLUDED.scopes, disabled = EXCLUDED.disabled, updated_at = now()"
+                " scopes = EXCLUDED.scopes, disabled = EXCLUDED.disabled,"
+                " email = EXCLUDED.email, updated_at = now()"
                 " RETURNING *, (xmax = 0) AS created",
                 tenant,
                 name,
@@ -81,6 +86,7 @@ class PrincipalStore:
                 description,
                 list(scopes),
                 disabled,
+                email,
             )
         assert row is not None
         return _record(row), bool(row["created"])
