@@ -1,0 +1,1 @@
+"""Mainstay billing ledger: double-entry spend with holds, budgets and reports."""
