@@ -310,16 +310,7 @@ class EmbeddedStack:
             if self._running(spec.name) is not None:
                 self._report(f"{spec.name}: already running")
                 continue
-            record = await asyncio.to_thread(
-                spawn,
-                spec.name,
-                spec.command(),
-                log_file=self._home.log_file(spec.name),
-                cwd=self._repo_root,
-                env=self._service_env(spec, port),
-                address="",
-            )
-            save_record(self._home.pid_file(spec.name), record)
+            record = await self._spawn_service(spec, port, address="")
             started.append(record)
         if not started:
             return
@@ -368,16 +359,7 @@ class EmbeddedStack:
                 f"{spec.name}: 127.0.0.1:{port} is taken by another program; set "
                 "IDENTITY_HTTP_PORT to a free port (the other services follow it)"
             )
-        record = await asyncio.to_thread(
-            spawn,
-            spec.name,
-            spec.command(),
-            log_file=self._home.log_file(spec.name),
-            cwd=self._repo_root,
-            env=self._service_env(spec, port),
-            address=url,
-        )
-        save_record(self._home.pid_file(spec.name), record)
+        record = await self._spawn_service(spec, port, address=url)
         try:
             await self._wait_ready(record, url)
         except Exception:
@@ -455,6 +437,22 @@ class EmbeddedStack:
                 f"\n{text}"
             )
         self._report(text.splitlines()[-1] if text else f"admin token: {self._home.admin_token}")
+
+    async def _spawn_service(
+        self, spec: ServiceSpec, port: int | None, *, address: str
+    ) -> ProcessRecord:
+        """Start one service process with its environment and record it."""
+        record = await asyncio.to_thread(
+            spawn,
+            spec.name,
+            spec.command(),
+            log_file=self._home.log_file(spec.name),
+            cwd=self._repo_root,
+            env=self._service_env(spec, port),
+            address=address,
+        )
+        save_record(self._home.pid_file(spec.name), record)
+        return record
 
     def _running(self, name: str) -> ProcessRecord | None:
         """The record of ``name`` if its process still runs; a stale record is removed."""
