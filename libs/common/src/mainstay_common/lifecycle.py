@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Self
+import logging
+from typing import TYPE_CHECKING, Any, Self
 
-__all__ = ["Resource", "StackedResource", "cancel_and_wait"]
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["Resource", "StackedResource", "cancel_and_wait", "sweep_forever"]
+
+_log = logging.getLogger("mainstay.lifecycle")
 
 
 class Resource:
@@ -62,3 +68,23 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def sweep_forever(
+    step: Callable[[], Awaitable[int]], *, interval_s: float, what: str
+) -> None:
+    """Run ``step`` every ``interval_s`` until cancelled; ``step`` returns how much it did.
+
+    A full batch (anything done) means more may be due, so ``step`` runs again
+    at once until it finds nothing. A failure (PostgreSQL away, a bad row) is
+    logged and retried at the next interval: the sweeper outlives it.
+    """
+    while True:
+        try:
+            while await step() > 0:
+                pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the sweeper must outlive one failure
+            _log.exception("%s failed; retrying at the next interval", what)
+        await asyncio.sleep(interval_s)

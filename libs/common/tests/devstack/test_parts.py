@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 import mainstay_common.devstack as devstack
+from mainstay_common.db import redact_dsn
 from mainstay_common.devstack import (
     ProcessRecord,
     StackError,
@@ -18,7 +19,6 @@ from mainstay_common.devstack import (
     resolve_home,
 )
 from mainstay_common.devstack._broker import split_host_port
-from mainstay_common.devstack._postgres import redact_dsn
 from mainstay_common.devstack._process import live_process, load_record, save_record, tail
 from mainstay_common.devstack._services import identity_port, service_environment
 

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 from mainstay_common.auth import TokenVerifier
 from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
-from mainstay_common.errors import MainstayError
 from mainstay_common.http import ReadinessCheck, create_http_app
-from mainstay_common.lifecycle import cancel_and_wait
+from mainstay_common.lifecycle import cancel_and_wait, sweep_forever
 from mainstay_common.service import ServiceApp
 from mainstay_common.settings import secret_values
 from mainstay_contracts.identity import APPROVAL_EVENTS, MAILBOX_EVENTS
@@ -39,9 +38,10 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from mainstay_common.auth import KeySource
+    from mainstay_common.db import Database
     from mainstay_identity.settings import IdentitySettings
 
-__all__ = ["MIGRATIONS", "SCHEMA", "IdentityApp", "create_app", "key_secrets"]
+__all__ = ["MIGRATIONS", "SCHEMA", "IdentityApp", "create_app", "key_secrets", "key_store"]
 
 _log = logging.getLogger("mainstay.identity")
 MIGRATIONS = Path(__file__).parent / "store" / "migrations"
@@ -53,6 +53,19 @@ _LEEWAY = timedelta(minutes=5)
 def key_secrets(settings: IdentitySettings) -> list[str]:
     """The configured key secrets: ``key_secrets``, else the lines of ``key_secret_file``."""
     return secret_values(settings.key_secrets, settings.key_secret_file, what="key secret")
+
+
+def key_store(database: Database, settings: IdentitySettings, secrets: list[str]) -> KeyStore:
+    """The signing keys as every user of them sees them: a rotated key stays published until
+    the longest-lived token it may have signed (an access or an operator token) has expired."""
+    longest = max(settings.token_ttl_s, settings.operator_token_ttl_s)
+    return KeyStore(
+        database,
+        secrets,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        retire_after=timedelta(seconds=longest) + _LEEWAY,
+    )
 
 
 class EitherKeys:
@@ -88,17 +101,11 @@ class IdentityApp(ServiceApp):
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
-        secrets = key_secrets(settings)
+        secrets = key_secrets(settings)  # a missing secret fails before anything starts
         telemetry = self._telemetry(stack, "identity")
         database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
         ttl = timedelta(seconds=settings.token_ttl_s)
-        keys = KeyStore(
-            database,
-            secrets,
-            issuer=settings.issuer,
-            audience=settings.audience,
-            retire_after=max(ttl, timedelta(seconds=settings.operator_token_ttl_s)) + _LEEWAY,
-        )
+        keys = key_store(database, settings, secrets)
         await keys.signer()  # the first instance creates the first key
         self.bus = bus = Bus.for_service("identity", settings, registry=telemetry.registry)
         revocations = RevocationStore(database)
@@ -117,7 +124,15 @@ class IdentityApp(ServiceApp):
         await bus.start(extra_topics=[MAILBOX_EVENTS, APPROVAL_EVENTS])
         stack.push_async_callback(bus.close)
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))
-        expiry = asyncio.create_task(_expire_approvals(mail, settings.approval_sweep_s))
+        # Every instance sweeps: each approval is expired once, locked rows are skipped.
+        expiry = asyncio.create_task(
+            sweep_forever(
+                mail.expire_approvals,
+                interval_s=settings.approval_sweep_s,
+                what="expiring approvals",
+            ),
+            name="identity-approval-expiry",
+        )
         stack.push_async_callback(cancel_and_wait, expiry)
         if settings.smtp_listen_port is not None:
             self.email_inbound = inbound = EmailInbound(database, mail, settings)
@@ -145,18 +160,6 @@ class IdentityApp(ServiceApp):
         app.include_router(create_mail_router(mail))
         http = await self._serve_http(stack, app)
         _log.info("identity serving HTTP on %s:%d", settings.http_host, http.port)
-
-
-async def _expire_approvals(mail: MailService, interval_s: float) -> None:
-    """Decide the approvals whose deadline passed, every ``interval_s`` (every instance may
-    run this: each approval is expired once, locked rows are skipped)."""
-    while True:
-        try:
-            while await mail.expire_approvals() > 0:
-                pass
-        except MainstayError as exc:  # PostgreSQL away: try again next round
-            _log.warning("expiring approvals failed: %s", exc)
-        await asyncio.sleep(interval_s)
 
 
 def create_app(settings: IdentitySettings) -> IdentityApp:

@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path  # noqa: TC003 - typer reads the annotations at runtime
 from typing import TYPE_CHECKING, Annotated
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import jwt
@@ -40,23 +37,21 @@ import typer
 from pydantic import ValidationError
 
 from mainstay_common.auth import TokenVerifier
-from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations
+from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations, redact_dsn
 from mainstay_common.errors import MainstayError, Unauthenticated
-from mainstay_identity.app import MIGRATIONS, SCHEMA, key_secrets
+from mainstay_common.files import write_atomically
+from mainstay_identity.app import MIGRATIONS, SCHEMA, key_secrets, key_store
 from mainstay_identity.settings import IdentitySettings
 from mainstay_identity.store.events import CredentialLog
-from mainstay_identity.store.keys import KeyStore
 from mainstay_identity.store.revocations import RevocationStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from mainstay_common.auth import Principal
+    from mainstay_identity.store.keys import KeyStore
 
 __all__ = ["AdminToken", "BootstrapError", "app", "ensure_admin_token", "main"]
-
-# What the service allows verifiers for clock skew; a rotated key outlives its tokens by it.
-_LEEWAY = timedelta(minutes=5)
 
 
 class BootstrapError(RuntimeError):
@@ -86,15 +81,6 @@ class AdminToken:
         )
 
 
-def _redact(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _normalise_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     found = sorted({part for scope in scopes for part in scope.split()})
     if not found:
@@ -102,20 +88,9 @@ def _normalise_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old token or the new one, never half of one; mode 0600 from the start."""
+def _write_token(path: Path, token: str) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, token.encode() + b"\n", mode=0o600)
 
 
 def _read_token(path: Path) -> str:
@@ -151,7 +126,7 @@ def _worth_keeping(
 
 
 async def _open_database(settings: IdentitySettings, stack: contextlib.AsyncExitStack) -> Database:
-    where = _redact(settings.postgres.dsn)
+    where = redact_dsn(settings.postgres.dsn)
     try:
         database = await stack.enter_async_context(Database(settings.postgres, schema=SCHEMA))
     except (MainstayError, OSError, asyncpg.PostgresError) as exc:
@@ -215,14 +190,7 @@ async def ensure_admin_token(
     async with contextlib.AsyncExitStack() as stack:
         database = await _open_database(settings, stack)
         try:
-            keys = KeyStore(
-                database,
-                secrets,
-                issuer=settings.issuer,
-                audience=settings.audience,
-                # As the service configures it; this command never rotates keys.
-                retire_after=max(timedelta(seconds=settings.token_ttl_s), max_ttl) + _LEEWAY,
-            )
+            keys = key_store(database, settings, secrets)
             result = await _ensure(
                 out,
                 keys=keys,
@@ -294,7 +262,7 @@ async def _ensure(
         f" kid={signer.kid} scope={' '.join(scopes)}",
     )
     try:
-        await asyncio.to_thread(_write_atomically, out, token.encode() + b"\n")
+        await asyncio.to_thread(_write_token, out, token)
     except OSError as exc:
         raise BootstrapError(f"cannot write {out}: {exc}") from exc
     return AdminToken(

@@ -104,17 +104,8 @@ class Account:
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> Account:
-        return cls(
-            id=row["id"],
-            tenant=row["tenant"],
-            kind=row["kind"],
-            currency=row["currency"],
-            flags=tuple(row["flags"]),
-            debits_pending=row["debits_pending"],
-            debits_posted=row["debits_posted"],
-            credits_pending=row["credits_pending"],
-            credits_posted=row["credits_posted"],
-        )
+        fields = {name: row[name] for name in cls.__dataclass_fields__}
+        return cls(**fields | {"flags": tuple(fields["flags"])})
 
 
 @dataclass(frozen=True)
@@ -138,24 +129,10 @@ class Transfer:
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> Transfer:
-        return cls(
-            id=row["id"],
-            tenant=row["tenant"],
-            debit_account=row["debit_account"],
-            credit_account=row["credit_account"],
-            amount=row["amount"],
-            currency=row["currency"],
-            code=row["code"],
-            kind=row["kind"],
-            pending_id=row["pending_id"],
-            remaining=row["remaining"],
-            state=row["state"],
-            timeout_at=row["timeout_at"],
-            task_id=row["task_id"],
-            step=row["step"],
-            detail=json.loads(row["detail"]) if row["detail"] is not None else None,
-            created_at=row["created_at"],
-        )
+        fields = {name: row[name] for name in cls.__dataclass_fields__}
+        if fields["detail"] is not None:
+            fields["detail"] = json.loads(fields["detail"])
+        return cls(**fields)
 
 
 @dataclass(frozen=True)

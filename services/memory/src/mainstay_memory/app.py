@@ -18,7 +18,7 @@ from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.grpc import GrpcServer
 from mainstay_common.http import ReadinessCheck, create_http_app
-from mainstay_common.lifecycle import cancel_and_wait
+from mainstay_common.lifecycle import cancel_and_wait, sweep_forever
 from mainstay_common.service import ServiceApp
 from mainstay_contracts.memory import MEMORY_EVENTS
 from mainstay_memory.domain.curation import Thresholds
@@ -93,7 +93,14 @@ class MemoryApp(ServiceApp):
         await bus.start(extra_topics=[MEMORY_EVENTS])
         stack.push_async_callback(bus.close)
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))
-        sweeper = asyncio.create_task(self._sweep(service), name="memory-expiry-sweeper")
+        sweeper = asyncio.create_task(
+            sweep_forever(
+                service.expire_due,
+                interval_s=settings.curation.sweep_interval_s,
+                what="the memory expiry sweep",
+            ),
+            name="memory-expiry-sweeper",
+        )
         stack.push_async_callback(cancel_and_wait, sweeper)
         self.grpc = await stack.enter_async_context(
             GrpcServer(
@@ -113,18 +120,6 @@ class MemoryApp(ServiceApp):
         )
         await self._serve_http(stack, app)
         _log.info("memory service serving gRPC on %s:%d", settings.grpc_host, self.grpc.port)
-
-    async def _sweep(self, service: MemoryService) -> None:
-        interval = self.settings.curation.sweep_interval_s
-        while True:
-            try:
-                while await service.expire_due() > 0:
-                    pass  # a full batch: more may be due
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the sweeper must outlive one failure
-                _log.exception("expiry sweep failed; retrying at the next interval")
-            await asyncio.sleep(interval)
 
 
 def create_app(settings: MemorySettings) -> MemoryApp:

@@ -23,10 +23,13 @@ blocking file I/O is what it does.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mainstay_common.files import write_atomically
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "IDENTITY_KEY_FILE",
@@ -53,19 +56,6 @@ class DevSecrets:
     """Files of the former local signing key deleted by this call."""
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    # Readers (services starting in parallel) see the old or the new file, never half of one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _ensure_fernet_key(path: Path) -> None:
     if path.is_file() and path.read_text().strip():
         if path.stat().st_mode & 0o077:
@@ -73,7 +63,7 @@ def _ensure_fernet_key(path: Path) -> None:
         return
     from cryptography.fernet import Fernet  # noqa: PLC0415 - only the first start needs it
 
-    _write_atomically(path, Fernet.generate_key() + b"\n", 0o600)
+    write_atomically(path, Fernet.generate_key() + b"\n", mode=0o600)
 
 
 def _remove_legacy(home: Path) -> tuple[Path, ...]:

@@ -11,12 +11,9 @@ schema, judged against the committed copy (or a git revision with ``base``).
 from __future__ import annotations
 
 import difflib
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
 from mainstay_common.codegen._asyncapi import ASYNCAPI_DIR, asyncapi_files
@@ -38,9 +35,12 @@ from mainstay_common.codegen._proto import (
     buf_lint,
     generate_proto,
 )
+from mainstay_common.files import write_atomically
 from mainstay_contracts import BreakingChange, find_breaking_changes
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mainstay_contracts import TopicRegistry
 
 __all__ = [
@@ -256,15 +256,7 @@ def _write(target: Path, content: bytes) -> None:
     # Write then rename, so an interrupted run never leaves a half-written file
     # that the next run would read as committed.
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-        Path(scratch).chmod(0o644)
-        Path(scratch).replace(target)
-    except BaseException:
-        Path(scratch).unlink(missing_ok=True)
-        raise
+    write_atomically(target, content, mode=0o644)
 
 
 def _prune_proto_dirs(root: Path) -> None:

@@ -2,7 +2,13 @@
 
 from pathlib import Path
 
-from mainstay_common.db._database import Connection, Database, Migration, load_migrations
+from mainstay_common.db._database import (
+    Connection,
+    Database,
+    Migration,
+    load_migrations,
+    redact_dsn,
+)
 from mainstay_common.db._inbox import claim_inbox, claim_inbox_many, purge_inbox
 from mainstay_common.db._listener import Listener
 from mainstay_common.db._outbox import Outbox, OutboxRelay
@@ -19,6 +25,7 @@ __all__ = [
     "claim_inbox_many",
     "load_migrations",
     "purge_inbox",
+    "redact_dsn",
 ]
 
 LIBRARY_MIGRATIONS = load_migrations(

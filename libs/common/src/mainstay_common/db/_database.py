@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from mainstay_common.settings import PostgresSettings
 
-__all__ = ["Connection", "Database", "Migration", "load_migrations"]
+__all__ = ["Connection", "Database", "Migration", "load_migrations", "redact_dsn"]
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 """A connection as handlers receive it: a plain one or one lent by the pool."""
@@ -203,3 +204,12 @@ class Database(Resource):
     async def execute(self, query: str, *args: Any) -> str:
         with map_asyncpg_errors():
             return await self.pool.execute(query, *args)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with its password, if any, replaced by ``***``."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from mainstay_common.devstack._home import BROKER, POSTGRES, StackError
 from mainstay_common.devstack._process import tail
+from mainstay_common.devstack._services import identity_base_url, identity_port
 from mainstay_common.devstack._stack import DEFAULT_KAFKA_PORT, DEFAULT_PG_PORT, EmbeddedStack
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
             tools = await run_tools_demo(tools_url, stack.home.root, _out)
             ok = ok and tools.ok
         if "identity" in running:
-            identity_url = f"http://127.0.0.1:{os.environ.get('IDENTITY_HTTP_PORT', '8103')}"
+            identity_url = identity_base_url(identity_port(os.environ))
             _out.print(f"\n[bold]demo:[/bold] identity and approvals at {identity_url}")
             identity = await run_identity_demo(
                 identity_url, stack.kafka_bootstrap, stack.home.root, _out

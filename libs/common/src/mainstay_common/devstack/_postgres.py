@@ -21,11 +21,11 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psutil  # type: ignore[import-untyped]  # no types-psutil in the dev group yet
 
+from mainstay_common.db import redact_dsn
 from mainstay_common.devstack._home import POSTGRES, StackError
 from mainstay_common.devstack._process import ProcessRecord, tail, tcp_port_open
 
@@ -35,7 +35,6 @@ __all__ = [
     "ensure_vector",
     "load_embedded_postgres",
     "postgres_answers",
-    "redact_dsn",
     "wait_for_postgres",
 ]
 
@@ -309,12 +308,3 @@ async def ensure_vector(dsn: str, timeout_s: float = 30.0) -> None:
         await connection.execute("CREATE EXTENSION IF NOT EXISTS vector", timeout=timeout_s)
     finally:
         await connection.close(timeout=timeout_s)
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` with its password, if any, replaced by ``***``."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from mainstay_common.db import redact_dsn
 from mainstay_common.devstack._broker import (
     broker_command,
     create_topics,
@@ -33,7 +34,6 @@ from mainstay_common.devstack._postgres import (
     EmbeddedPostgres,
     ensure_vector,
     load_embedded_postgres,
-    redact_dsn,
     wait_for_postgres,
 )
 from mainstay_common.devstack._process import (

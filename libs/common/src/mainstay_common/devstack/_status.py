@@ -6,9 +6,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from mainstay_common.db import redact_dsn
 from mainstay_common.devstack._broker import broker_answers
 from mainstay_common.devstack._home import BROKER, POSTGRES
-from mainstay_common.devstack._postgres import postgres_answers, redact_dsn
+from mainstay_common.devstack._postgres import postgres_answers
 from mainstay_common.devstack._process import live_process, load_record
 from mainstay_common.devstack._services import discover_services
 
