@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -218,8 +219,12 @@ async def test_the_revocation_feed_is_polled_and_an_outage_keeps_what_is_known(
         entries = [e for e in state["entries"] if e["id"] > after]
         return JSONResponse({"revocations": entries}, status_code=state["status"])
 
-    async with HttpServer(app, shutdown_timeout_s=2.0) as server:
-        revocations = RevocationFeed(f"{server.url}/v1/revocations", poll_s=0.0)
+    async with (
+        HttpServer(app, shutdown_timeout_s=2.0) as server,
+        contextlib.aclosing(
+            RevocationFeed(f"{server.url}/v1/revocations", poll_s=0.0)
+        ) as revocations,
+    ):
         verifier = TokenVerifier(
             JwksCache(endpoint.url),
             issuer="mainstay-identity",

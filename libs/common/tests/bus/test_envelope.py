@@ -54,6 +54,7 @@ def test_public_names_are_stable() -> None:
         "claim_inbox_many",
         "load_migrations",
         "purge_inbox",
+        "redact_dsn",
     ]
 
 

@@ -72,6 +72,7 @@ class MemoryApp(ServiceApp):
             stack.push_async_callback(closer)
         self.bus = bus = Bus.for_service("memory", settings, registry=telemetry.registry)
         verifier = TokenVerifier.from_settings(settings.auth)
+        stack.push_async_callback(verifier.aclose)
         self.service = service = MemoryService(
             records=RecordStore(database),
             vectors=vectors,

@@ -89,6 +89,7 @@ class ToolsGatewayApp(ServiceApp):
         mcp_invoker = McpInvoker()
         stack.push_async_callback(mcp_invoker.aclose)
         verifier = TokenVerifier.from_settings(settings.auth)
+        stack.push_async_callback(verifier.aclose)
         self.gateway = gateway = ToolsGateway(
             registry=registry,
             vault=Vault(database, keys),

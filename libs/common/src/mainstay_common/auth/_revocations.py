@@ -51,6 +51,7 @@ class RevocationFeed:
         self._poll_s = poll_s
         self._timeout_s = timeout_s
         self._client = http_client
+        self._owns_client = http_client is None
         self._after = 0
         self._polled_at: float | None = None
         self._jtis: set[str] = set()
@@ -89,13 +90,20 @@ class RevocationFeed:
                     at = float(entry["revoked_at_epoch"])
                     self._clients[digest] = max(at, self._clients.get(digest, 0.0))
 
+    async def aclose(self) -> None:
+        """Close the HTTP client the feed made for itself (a shared one stays open)."""
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
     async def _fetch(self) -> list[dict[str, Any]]:
-        params = {"after": str(self._after)}
-        if self._client is not None:
-            response = await self._client.get(self.url, params=params, timeout=self._timeout_s)
-        else:
-            async with httpx.AsyncClient(timeout=self._timeout_s) as client:
-                response = await client.get(self.url, params=params)
+        if self._client is None:
+            # One client for the feed's life: it is read every poll_s, on a request's path,
+            # and a new client costs tens of milliseconds (TLS context) each time.
+            self._client = httpx.AsyncClient(timeout=self._timeout_s)
+        response = await self._client.get(
+            self.url, params={"after": str(self._after)}, timeout=self._timeout_s
+        )
         response.raise_for_status()
         document = response.json()
         entries = document.get("revocations") if isinstance(document, dict) else None

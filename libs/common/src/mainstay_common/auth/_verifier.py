@@ -146,6 +146,7 @@ class TokenVerifier:
         self._audience = audience
         self._leeway = leeway_s
         self._is_revoked = is_revoked
+        self._feed: RevocationFeed | None = None
         # token -> (principal, kid, the key object that verified it); see _cached().
         self._verified: OrderedDict[str, tuple[Principal, str, object]] = OrderedDict()
 
@@ -174,6 +175,7 @@ class TokenVerifier:
             refresh_min_interval_s=refresh_min_interval_s,
             http_client=http_client,
         )
+        feed = None
         if is_revoked is None and settings.revocations_url:
             feed = RevocationFeed(
                 settings.revocations_url,
@@ -181,13 +183,20 @@ class TokenVerifier:
                 http_client=http_client,
             )
             is_revoked = feed.is_revoked
-        return cls(
+        verifier = cls(
             keys,
             issuer=settings.issuer,
             audience=settings.audience,
             leeway_s=settings.leeway_s,
             is_revoked=is_revoked,
         )
+        verifier._feed = feed
+        return verifier
+
+    async def aclose(self) -> None:
+        """Release what :meth:`from_settings` opened (the revocation feed's HTTP client)."""
+        if self._feed is not None:
+            await self._feed.aclose()
 
     async def verify_authorization(self, authorization: str | None) -> Principal:
         """Verify the token of an ``Authorization`` header (or gRPC metadata) value."""

@@ -77,13 +77,14 @@ class Outbox:
         """Insert ``messages``; they are published only if ``tx`` commits."""
         if not tx.is_in_transaction():
             raise RuntimeError("Outbox.add must run inside the transaction of the state change")
+        if not messages:
+            return
+        insert, args = self.insert_statement(messages, first_param=1)
         with map_asyncpg_errors():
-            await tx.executemany(
-                "INSERT INTO outbox (event_id, topic, key, value, headers)"
-                " VALUES ($1, $2, $3, $4, $5::jsonb)",
-                [(m.event_id, m.topic, m.key, m.value, json.dumps(m.headers)) for m in messages],
+            # One statement, one round trip: the rows, and the relay's wake-up call.
+            await tx.execute(
+                f"WITH staged AS ({insert}) SELECT pg_notify($6, '')", *args, self._channel
             )
-            await tx.execute("SELECT pg_notify($1, '')", self._channel)
 
 
 class OutboxRelay(Resource):
