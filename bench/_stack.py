@@ -21,10 +21,8 @@ __all__ = ["stack"]
 @contextlib.asynccontextmanager
 async def stack() -> AsyncIterator[tuple[str, str]]:
     """``(kafka_bootstrap, postgres_dsn)`` for the duration of the block."""
-    kafka = os.environ.get("MAINSTAY_KAFKA_BOOTSTRAP")
-    postgres = os.environ.get("MAINSTAY_POSTGRES_DSN")
-    if kafka and postgres:
-        yield kafka, postgres
-        return
-    async with start_test_stack(kafka=kafka, postgres=postgres) as addresses:
+    async with start_test_stack(
+        kafka=os.environ.get("MAINSTAY_KAFKA_BOOTSTRAP"),
+        postgres=os.environ.get("MAINSTAY_POSTGRES_DSN"),
+    ) as addresses:
         yield addresses.kafka_bootstrap, addresses.postgres_dsn

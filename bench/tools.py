@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from mainstay_common.auth import TokenSigner
 from mainstay_common.bus import Bus
+from mainstay_common.devstack import free_port
 from mainstay_common.settings import KafkaSettings
 from mainstay_contracts.tools import INVOKE_TOOL, TOOL_CALLS, InvokeToolCommand
 
@@ -69,12 +69,6 @@ SCHEMA_OUT = {"type": "object", "required": ["echo"]}
 
 def log(message: str) -> None:
     print(f"[tools bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_ready(url: str, process: asyncio.subprocess.Process, what: str) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import jwt
 import pytest
 
-from mainstay_common.auth import TokenSigner, TokenVerifier
+from mainstay_common.auth import Principal, TokenSigner, TokenVerifier
 from mainstay_common.errors import Unauthenticated
 from mainstay_common.settings import AuthSettings
 from mainstay_identity.bootstrap import BootstrapError, ensure_admin_token
@@ -38,10 +38,10 @@ def _settings(identity: Identity) -> IdentitySettings:
     return settings
 
 
-def _verifier(identity: Identity) -> TokenVerifier:
-    """What every other service builds from its MAINSTAY_AUTH_* settings under ./dev up."""
+async def _verify(identity: Identity, token: str) -> Principal:
+    """Verify as every other service does from its MAINSTAY_AUTH_* settings under ./dev up."""
     base = str(identity.http.base_url).rstrip("/")
-    return TokenVerifier.from_settings(
+    verifier = TokenVerifier.from_settings(
         AuthSettings(
             jwks_url=f"{base}/.well-known/jwks.json",
             jwks_file=None,
@@ -50,6 +50,10 @@ def _verifier(identity: Identity) -> TokenVerifier:
         ),
         refresh_min_interval_s=0.0,
     )
+    try:
+        return await verifier.verify(token)
+    finally:
+        await verifier.aclose()
 
 
 def _read(path: Path) -> str:
@@ -80,7 +84,7 @@ async def test_the_token_is_accepted_by_the_service_and_by_a_jwks_url_verifier(
     assert not result.kept
     assert _mode(out) == 0o600
     token = _read(out)
-    principal = await _verifier(identity).verify(token)
+    principal = await _verify(identity, token)
     assert (principal.subject, principal.tenant, principal.scopes) == ("admin", tenant, {"*"})
     assert principal.token_id == result.token_id
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -139,7 +143,7 @@ async def test_a_token_of_a_rotated_out_key_is_kept_while_the_key_is_published(
 
     assert again.kept
     assert again.kid == first.kid
-    assert (await _verifier(identity).verify(_read(out))).token_id == first.token_id
+    assert (await _verify(identity, _read(out))).token_id == first.token_id
 
 
 def _stale(signer: TokenSigner, tenant: str, *, age: timedelta, ttl: timedelta) -> str:
@@ -174,7 +178,7 @@ async def test_invalid_expired_or_half_spent_tokens_are_replaced(
 
         assert not result.kept, label
         assert _read(out) != token, label
-        assert (await _verifier(identity).verify(_read(out))).subject == "admin", label
+        assert (await _verify(identity, _read(out))).subject == "admin", label
         assert _mode(out) == 0o600, label
 
 
@@ -190,13 +194,13 @@ async def test_a_revoked_token_is_replaced(identity: Identity, tmp_path: Path) -
     assert revoked.status_code == 201, revoked.text
     await asyncio.sleep(0.2)  # one poll of the revocation feed
     with pytest.raises(Unauthenticated, match="revoked"):
-        await _verifier(identity).verify(_read(out))
+        await _verify(identity, _read(out))
 
     second = await ensure_admin_token(out, settings=_settings(identity), tenant=tenant)
 
     assert not second.kept
     assert second.token_id != first.token_id
-    assert (await _verifier(identity).verify(_read(out))).token_id == second.token_id
+    assert (await _verify(identity, _read(out))).token_id == second.token_id
 
 
 async def test_a_lifetime_beyond_the_operator_ttl_is_refused(
@@ -252,7 +256,7 @@ async def test_the_command_reads_the_services_settings_from_the_environment(
     )
     assert code == 0, stdout + stderr
     assert stdout.startswith(f"admin token written: {out}")
-    principal = await _verifier(identity).verify(_read(out))
+    principal = await _verify(identity, _read(out))
     assert principal.scopes == {"identity:admin", "memory:read"}
     assert (principal.subject, principal.tenant) == ("admin", "default")
 

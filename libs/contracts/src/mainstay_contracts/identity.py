@@ -25,6 +25,7 @@ from mainstay_contracts._registry import REGISTRY, TopicSpec
 __all__ = [
     "APPROVAL_EVENTS",
     "MAILBOX_EVENTS",
+    "OPTIONAL_ID_PATTERN",
     "SEND_MAIL",
     "ApprovalAnswer",
     "ApprovalEvent",
@@ -48,6 +49,8 @@ class Attachment(BaseModel):
 
 
 _ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
+OPTIONAL_ID_PATTERN = r"^[A-Za-z0-9._:@-]*$"
+"""An id, or empty (one is made up)."""
 Option = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
 MailKind = Literal["message", "approval-request", "approval-reply"]
 
@@ -99,9 +102,9 @@ class MailDraft(BaseModel):
 
     kind: MailKind = "message"
 
-    message_id: str = Field(default="", max_length=200, pattern=r"^[A-Za-z0-9._:@-]*$")
+    message_id: str = Field(default="", max_length=200, pattern=OPTIONAL_ID_PATTERN)
     """Idempotency key: the same id sent twice is delivered once. Empty: one is made up."""
-    thread_id: str = Field(default="", max_length=200, pattern=r"^[A-Za-z0-9._:@-]*$")
+    thread_id: str = Field(default="", max_length=200, pattern=OPTIONAL_ID_PATTERN)
     """The conversation; empty starts a new one, named after the message."""
     to: list[str] = Field(default_factory=list, max_length=100)
     subject: str = Field(default="", max_length=500)
@@ -127,7 +130,7 @@ class SendMailCommand(MailDraft):
 
     model_config = ConfigDict(extra="ignore")
 
-    message_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$")
+    message_id: str = Field(min_length=1, max_length=200, pattern=_ID_PATTERN)
     token: str = Field(min_length=1, max_length=8192)
 
     @computed_field  # type: ignore[prop-decorator]

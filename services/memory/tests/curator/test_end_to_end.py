@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
 from mainstay.memory.v1 import memory_pb2 as pb
 from mainstay_common.bus import Bus
+from mainstay_common.testing import read_records
 from mainstay_contracts.memory import MEMORY_EVENTS
 from mainstay_memory.settings import CuratorSettings
 
@@ -119,22 +119,13 @@ async def read_topic(
     wait_s: float = 20.0,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Records of ``topic`` (with the test prefix) whose JSON value ``match``es."""
-    consumer = AIOKafkaConsumer(
+    return await read_records(
+        kafka.bootstrap,
         f"{kafka.topic_prefix}{topic}",
-        bootstrap_servers=kafka.bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+        count=count,
+        accept=lambda r: match(json.loads(r.value)),
+        wait_s=wait_s,
     )
-    await consumer.start()
-    found: list[ConsumerRecord[bytes, bytes]] = []
-    deadline = time.monotonic() + wait_s
-    try:
-        while len(found) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=300)
-            found += [r for rs in batch.values() for r in rs if match(json.loads(r.value))]
-    finally:
-        await consumer.stop()
-    return found
 
 
 def added_about(record_id: str) -> Callable[[dict[str, Any]], bool]:

@@ -35,23 +35,17 @@ class Listener(Resource):
         self._on_notify = on_notify
         self._connection: PoolConnectionProxy[asyncpg.Record] | None = None
 
-    @property
-    def active(self) -> bool:
-        return self._connection is not None
-
     def _callback(self, *_: object) -> None:
         self._on_notify()
 
     async def start(self) -> None:
+        connection = None
         try:
             connection = await self._database.pool.acquire()
-        except Exception:  # noqa: BLE001 - see the class docstring
-            _log.warning("LISTEN %s unavailable; relying on polling", self.channel, exc_info=True)
-            return
-        try:
             await connection.add_listener(self.channel, self._callback)
         except Exception:  # noqa: BLE001 - see the class docstring
-            await self._database.pool.release(connection)
+            if connection is not None:
+                await self._database.pool.release(connection)
             _log.warning("LISTEN %s unavailable; relying on polling", self.channel, exc_info=True)
             return
         self._connection = connection

@@ -89,8 +89,7 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 
 
 def _admin(principal: Principal, tenant: str) -> None:
-    if not principal.has_scope(ADMIN_SCOPE):
-        raise PermissionDenied(f"missing scope '{ADMIN_SCOPE}'")
+    principal.require_scope(ADMIN_SCOPE)
     if tenant != principal.tenant and not principal.has_scope("*"):
         raise PermissionDenied("administering another tenant needs the '*' scope")
 

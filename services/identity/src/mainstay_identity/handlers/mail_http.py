@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mainstay_common.auth import Principal, require_principal
-from mainstay_contracts.identity import ApprovalAnswer, MailDraft
+from mainstay_contracts.identity import OPTIONAL_ID_PATTERN, ApprovalAnswer, MailDraft
 
 if TYPE_CHECKING:
     from mainstay_identity.mail import MailService
@@ -27,7 +27,7 @@ class DecisionBody(BaseModel):
     message_id: str = Field(
         default="",
         max_length=200,
-        pattern=r"^[A-Za-z0-9._:@-]*$",
+        pattern=OPTIONAL_ID_PATTERN,
         description="Idempotency key of the reply message (optional).",
     )
 

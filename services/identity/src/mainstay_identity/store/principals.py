@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from mainstay_common.errors import NotFound, map_asyncpg_errors
+from mainstay_common.errors import NotFound
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -69,25 +69,24 @@ class PrincipalStore:
         email: str = "",
     ) -> tuple[PrincipalRecord, bool]:
         """Register or update; ``True`` when it is new. The secret is never touched here."""
-        with map_asyncpg_errors():
-            row = await self._database.pool.fetchrow(
-                "INSERT INTO principals"
-                " (tenant, name, kind, owner, description, scopes, disabled, email)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                " ON CONFLICT (tenant, name) DO UPDATE SET kind = EXCLUDED.kind,"
-                " owner = EXCLUDED.owner, description = EXCLUDED.description,"
-                " scopes = EXCLUDED.scopes, disabled = EXCLUDED.disabled,"
-                " email = EXCLUDED.email, updated_at = now()"
-                " RETURNING *, (xmax = 0) AS created",
-                tenant,
-                name,
-                kind,
-                owner,
-                description,
-                list(scopes),
-                disabled,
-                email,
-            )
+        row = await self._database.fetchrow(
+            "INSERT INTO principals"
+            " (tenant, name, kind, owner, description, scopes, disabled, email)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (tenant, name) DO UPDATE SET kind = EXCLUDED.kind,"
+            " owner = EXCLUDED.owner, description = EXCLUDED.description,"
+            " scopes = EXCLUDED.scopes, disabled = EXCLUDED.disabled,"
+            " email = EXCLUDED.email, updated_at = now()"
+            " RETURNING *, (xmax = 0) AS created",
+            tenant,
+            name,
+            kind,
+            owner,
+            description,
+            list(scopes),
+            disabled,
+            email,
+        )
         assert row is not None
         return _record(row), bool(row["created"])
 

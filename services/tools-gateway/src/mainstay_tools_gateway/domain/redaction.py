@@ -57,9 +57,6 @@ class Redactor:
             self._secrets.append(secret)
             self._secrets.sort(key=len, reverse=True)  # longest first: no partial leftovers
 
-    def __bool__(self) -> bool:
-        return bool(self._secrets)
-
     def text(self, value: str) -> str:
         for secret in self._secrets:
             if secret in value:

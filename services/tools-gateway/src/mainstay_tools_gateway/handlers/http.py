@@ -65,11 +65,6 @@ class RegisterAnswer(BaseModel):
     changed: bool
 
 
-def _admin(principal: Principal) -> None:
-    if not principal.has_scope(ADMIN_SCOPE):
-        raise PermissionDenied(f"missing scope '{ADMIN_SCOPE}'")
-
-
 def _owner(principal: Principal, tenant: str) -> None:
     if tenant != principal.tenant and not principal.has_scope("*"):
         raise PermissionDenied(
@@ -115,7 +110,7 @@ def create_router(gateway: ToolsGateway) -> APIRouter:
 
     @router.put("/tools/{name}", response_model=RegisterAnswer)
     async def put_tool(name: ToolName, spec: ToolSpec, principal: Caller) -> RegisterAnswer:
-        _admin(principal)
+        principal.require_scope(ADMIN_SCOPE)
         if spec.name != name:
             raise InvalidArgument(f"the path names tool '{name}' but the body names '{spec.name}'")
         changed = await gateway.register(spec, changed_by=principal.subject)
@@ -123,13 +118,13 @@ def create_router(gateway: ToolsGateway) -> APIRouter:
 
     @router.delete("/tools/{name}", status_code=204)
     async def delete_tool(name: ToolName, principal: Caller) -> Response:
-        _admin(principal)
+        principal.require_scope(ADMIN_SCOPE)
         await gateway.remove(name, changed_by=principal.subject)
         return Response(status_code=204)
 
     @router.get("/tools/{name}/credentials")
     async def list_credentials(name: ToolName, principal: Caller) -> list[dict[str, str]]:
-        _admin(principal)
+        principal.require_scope(ADMIN_SCOPE)
         gateway.get_tool(name)
         return [
             c
@@ -146,7 +141,7 @@ def create_router(gateway: ToolsGateway) -> APIRouter:
         body: CredentialBody,
         principal: Caller,
     ) -> Response:
-        _admin(principal)
+        principal.require_scope(ADMIN_SCOPE)
         _owner(principal, body.tenant)
         await gateway.set_credential(
             name,
@@ -166,7 +161,7 @@ def create_router(gateway: ToolsGateway) -> APIRouter:
         tenant: str = "",
         agent: str = "",
     ) -> Response:
-        _admin(principal)
+        principal.require_scope(ADMIN_SCOPE)
         _owner(principal, tenant)
         await gateway.remove_credential(
             name, credential, tenant=tenant, agent=agent, changed_by=principal.subject
@@ -178,7 +173,7 @@ def create_router(gateway: ToolsGateway) -> APIRouter:
     @router.post("/mcp/imports", response_model=McpImportAnswer)
     async def import_mcp(body: McpImportBody, principal: Caller) -> McpImportAnswer:
         """Register every tool of an MCP server (``tools:admin``); 503 if it is unreachable."""
-        _admin(principal)
+        principal.require_scope(ADMIN_SCOPE)
         return await import_mcp_server(gateway, body, principal)
 
     # -- audit ---------------------------------------------------------------------
@@ -195,8 +190,7 @@ def create_router(gateway: ToolsGateway) -> APIRouter:
         until: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        if not principal.has_scope(AUDIT_SCOPE):
-            raise PermissionDenied(f"missing scope '{AUDIT_SCOPE}'")
+        principal.require_scope(AUDIT_SCOPE)
         rows = await gateway.calls.audit(
             AuditQuery(
                 tenant=principal.tenant,

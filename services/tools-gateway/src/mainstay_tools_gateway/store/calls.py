@@ -15,7 +15,6 @@ stages the result event in the outbox: the three never disagree.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,7 +36,6 @@ __all__ = ["AuditQuery", "CallStore", "Claim"]
 class Claim:
     state: Literal["claimed", "replay", "busy", "mismatch"]
     result: ToolCallEvent | None = None
-    tool: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ class CallStore:
                 lease_s=lease_s,
             )
         if row["tool"] != tool or row["args_digest"] != args_digest:
-            return Claim("mismatch", tool=row["tool"])
+            return Claim("mismatch")
         if row["state"] == "done":
             return Claim("replay", ToolCallEvent.model_validate_json(row["result"]))
         return Claim("busy")
@@ -184,8 +182,7 @@ class CallStore:
             if wake_relay:
                 args.append(self._outbox.channel)
                 tail = f" SELECT pg_notify(${len(args)}, '')"
-        with map_asyncpg_errors():
-            await self._database.pool.execute("WITH " + ", ".join(parts) + tail, *args)
+        await self._database.execute("WITH " + ", ".join(parts) + tail, *args)
 
     async def audit(self, query: AuditQuery) -> list[dict[str, Any]]:
         clauses = ["tenant = $1"]
@@ -219,5 +216,4 @@ def _audit_row(row: Any) -> dict[str, Any]:
     item["call_id"] = str(item["call_id"])
     item["at"] = item["at"].isoformat()
     item["acting_for"] = list(item["acting_for"])
-    decoded: dict[str, Any] = json.loads(json.dumps(item))
-    return decoded
+    return item

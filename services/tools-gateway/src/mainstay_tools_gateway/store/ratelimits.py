@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mainstay_common.errors import map_asyncpg_errors
-
 if TYPE_CHECKING:
     from mainstay_common.db import Database
     from mainstay_contracts.tools import ToolSpec
@@ -49,13 +47,12 @@ class RateLimiter:
         if not buckets:
             return 0.0
         keys, rates, bursts = zip(*buckets, strict=True)
-        with map_asyncpg_errors():
-            # One statement, its own transaction: the local setting holds until its commit.
-            wait = await self._database.pool.fetchval(
-                "SELECT take_tokens($1::text[], $2::float8[], $3::float8[])"
-                " FROM set_config('synchronous_commit', 'off', true)",
-                list(keys),
-                list(rates),
-                list(bursts),
-            )
+        # One statement, its own transaction: the local setting holds until its commit.
+        wait = await self._database.fetchval(
+            "SELECT take_tokens($1::text[], $2::float8[], $3::float8[])"
+            " FROM set_config('synchronous_commit', 'off', true)",
+            list(keys),
+            list(rates),
+            list(bursts),
+        )
         return float(wait)

@@ -19,8 +19,6 @@ from mainstay_common.lifecycle import Resource, cancel_and_wait
 from mainstay_contracts.tools import TOOL_EVENTS, ToolEvent, ToolSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from mainstay_common.bus import Bus
     from mainstay_common.db import Database, Outbox
 
@@ -38,13 +36,11 @@ class RegistryStore(Resource):
         outbox: Outbox,
         *,
         refresh_s: float = 5.0,
-        on_reload: Callable[[dict[str, ToolSpec]], None] | None = None,
     ) -> None:
         self._database = database
         self._bus = bus
         self._outbox = outbox
         self._refresh_s = refresh_s
-        self._on_reload = on_reload
         self._tools: dict[str, ToolSpec] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -68,8 +64,6 @@ class RegistryStore(Resource):
             spec = ToolSpec.model_validate_json(row["spec"])
             tools[spec.name] = spec
         self._tools = tools
-        if self._on_reload is not None:
-            self._on_reload(tools)
 
     # -- writing -------------------------------------------------------------------
 
