@@ -1,6 +1,6 @@
 """Mainstay contracts: message models and the topic registry (pydantic only)."""
 
-from mainstay_contracts import identity, ledger, memory, supervisor, tools
+from mainstay_contracts import execution, identity, ledger, memory, supervisor, tools
 from mainstay_contracts._compat import BreakingChange, compare_schemas, find_breaking_changes
 from mainstay_contracts._headers import CE_SPECVERSION_VALUE, CONTENT_TYPE_JSON, DLQ_HEADERS, Header
 from mainstay_contracts._registry import (
@@ -31,6 +31,7 @@ __all__ = [
     "event_schema",
     "event_schema_filename",
     "event_schemas",
+    "execution",
     "find_breaking_changes",
     "identity",
     "ledger",

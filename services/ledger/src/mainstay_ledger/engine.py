@@ -56,6 +56,7 @@ __all__ = [
     "UnknownAccount",
     "capture",
     "check_amount",
+    "ensure_accounts",
     "expire_due",
     "get_account",
     "open_account",
@@ -187,6 +188,26 @@ async def open_account(
     ):
         raise AlreadyExists(f"account '{id}' exists with another definition")
     return account
+
+
+async def ensure_accounts(
+    conn: Connection, accounts: Iterable[tuple[str, str, str, str, tuple[str, ...]]]
+) -> None:
+    """Create each ``(id, tenant, kind, currency, flags)`` that does not exist yet, in one
+    statement; for ids the caller derives from those same fields, so an existing one matches."""
+    rows = list(accounts)
+    await conn.execute(
+        "INSERT INTO accounts (id, tenant, kind, currency, flags)"
+        " SELECT a.id, a.tenant, a.kind, a.currency, string_to_array(a.flags, ',')"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])"
+        " AS a(id, tenant, kind, currency, flags)"
+        " ON CONFLICT (id) DO NOTHING",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [",".join(r[4]) for r in rows],
+    )
 
 
 async def get_account(conn: Connection, account_id: str) -> Account | None:

@@ -73,3 +73,9 @@ class Principal:
         """Raise :class:`PermissionDenied` naming ``scope`` unless it is granted."""
         if not self.has_scope(scope):
             raise PermissionDenied(f"missing scope '{scope}'")
+
+    def require_tenant(self, tenant: str, *, doing: str = "acting in another tenant") -> None:
+        """Raise :class:`PermissionDenied` unless ``tenant`` is the principal's own, or it
+        holds the ``'*'`` scope (every tenant)."""
+        if tenant != self.tenant and not self.has_scope("*"):
+            raise PermissionDenied(f"{doing} needs the '*' scope")

@@ -90,8 +90,7 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 
 def _admin(principal: Principal, tenant: str) -> None:
     principal.require_scope(ADMIN_SCOPE)
-    if tenant != principal.tenant and not principal.has_scope("*"):
-        raise PermissionDenied("administering another tenant needs the '*' scope")
+    principal.require_tenant(tenant, doing="administering another tenant")
 
 
 def _principal_json(record: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mainstay_common.auth import Principal, require_principal
-from mainstay_common.errors import InvalidArgument, PermissionDenied
+from mainstay_common.errors import InvalidArgument
 from mainstay_contracts.tools import ToolCallEvent, ToolSpec
 from mainstay_tools_gateway.domain.model import CallRequest
 from mainstay_tools_gateway.handlers.mcp_server import (
@@ -66,10 +66,9 @@ class RegisterAnswer(BaseModel):
 
 
 def _owner(principal: Principal, tenant: str) -> None:
-    if tenant != principal.tenant and not principal.has_scope("*"):
-        raise PermissionDenied(
-            "credentials for another tenant (or for every tenant) need the '*' scope"
-        )
+    principal.require_tenant(
+        tenant, doing="credentials for another tenant (or for every tenant)"
+    )
 
 
 def create_router(gateway: ToolsGateway) -> APIRouter:

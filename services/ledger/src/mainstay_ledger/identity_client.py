@@ -1,0 +1,94 @@
+"""The ledger's own tokens from the identity service, one client per tenant.
+
+Asking a human for approval means sending mail in the human's tenant, so the
+ledger holds client credentials of a principal in every tenant it asks for
+(``LEDGER_APPROVAL_CREDENTIALS``). Tokens are fetched with OAuth2 client
+credentials and reused until shortly before they expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from mainstay_common.errors import DependencyUnavailable, InvalidArgument
+
+__all__ = ["Credentials", "TokenSource", "parse_credentials"]
+
+# A token is renewed when less than this share of its lifetime is left.
+_RENEW_AT = 0.5
+
+
+@dataclass(frozen=True)
+class Credentials:
+    client_id: str
+    secret: str
+
+    @property
+    def tenant(self) -> str:
+        return self.client_id.split("/", 1)[0]
+
+
+def parse_credentials(lines: list[str]) -> dict[str, Credentials]:
+    """``<tenant>/<name>:<secret>`` per line, by tenant; a malformed line is named."""
+    found: dict[str, Credentials] = {}
+    for number, line in enumerate(lines, start=1):
+        client_id, sep, secret = line.partition(":")
+        tenant, slash, name = client_id.partition("/")
+        if not (sep and slash and tenant and name and secret):
+            raise InvalidArgument(
+                f"approval credentials, entry {number}: expected '<tenant>/<name>:<secret>'"
+            )
+        if tenant in found:
+            raise InvalidArgument(f"approval credentials: tenant '{tenant}' is given twice")
+        found[tenant] = Credentials(client_id, secret)
+    return found
+
+
+class TokenSource:
+    """Bearer tokens of the ledger's principal in each configured tenant."""
+
+    def __init__(self, token_url: str, credentials: dict[str, Credentials]) -> None:
+        self._url = token_url
+        self._credentials = credentials
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._lock = asyncio.Lock()
+        self._http = httpx.AsyncClient(timeout=10.0)
+
+    def has_tenant(self, tenant: str) -> bool:
+        return tenant in self._credentials
+
+    async def token(self, tenant: str) -> str:
+        """A token of ``tenant``; ``DependencyUnavailable`` when identity cannot give one."""
+        credentials = self._credentials[tenant]
+        async with self._lock:
+            cached = self._cache.get(tenant)
+            if cached is not None and cached[1] > time.monotonic():
+                return cached[0]
+            try:
+                answer = await self._http.post(
+                    self._url,
+                    data={
+                        "grant_type": "client_credentials",
+                        "client_id": credentials.client_id,
+                        "client_secret": credentials.secret,
+                    },
+                )
+            except httpx.HTTPError as exc:
+                raise DependencyUnavailable(f"identity token endpoint: {exc!r}") from exc
+            if answer.status_code != 200:
+                raise DependencyUnavailable(
+                    f"identity refused the ledger's credentials of tenant '{tenant}':"
+                    f" HTTP {answer.status_code} {answer.text[:300]}"
+                )
+            body = answer.json()
+            token = str(body["access_token"])
+            lifetime = float(body.get("expires_in", 300))
+            self._cache[tenant] = (token, time.monotonic() + lifetime * _RENEW_AT)
+            return token
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,267 @@
+"""Running ledgers (real PostgreSQL, broker and HTTP on loopback) and what tests ask of them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import httpx
+import pytest_asyncio
+
+from mainstay_common.auth import TokenSigner
+from mainstay_common.bus import Bus
+from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings, RetrySettings
+from mainstay_common.testing import read_records
+from mainstay_contracts.ledger import LEDGER_EVENTS
+from mainstay_identity.testing import with_database
+from mainstay_ledger.app import LedgerApp
+from mainstay_ledger.settings import LedgerSettings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable
+    from pathlib import Path
+
+    import pytest
+
+    from mainstay_contracts import TopicSpec
+
+READ = ("ledger:read",)
+ADMIN = ("ledger:read", "ledger:admin")
+
+
+@dataclass
+class Ledgers:
+    """One or more ledger instances on one database and one set of topics."""
+
+    kafka: KafkaSettings
+    dsn: str
+    signer: TokenSigner
+    jwks: Path
+    apps: list[LedgerApp] = field(default_factory=list)
+    http: httpx.AsyncClient | None = None
+    bus: Bus | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, **overrides: Any) -> LedgerSettings:
+        return LedgerSettings(
+            **{
+                "http_port": 0,
+                "shutdown_grace_s": 2.0,
+                "kafka": self.kafka,
+                "postgres": PostgresSettings(dsn=self.dsn),
+                "auth": AuthSettings(jwks_file=str(self.jwks)),
+                "retry": RetrySettings(
+                    tier_delays_s=[0.2, 0.4], blocking_attempts=4, blocking_backoff_s=0.05
+                ),
+                "close_grace_s": 0,
+                "sweep_interval_s": 0.2,
+                **self.overrides,
+                **overrides,
+            }
+        )
+
+    async def start(self, **overrides: Any) -> LedgerApp:
+        app = LedgerApp(self.settings(**overrides))
+        await app.start()
+        self.apps.append(app)
+        return app
+
+    async def stop(self, app: LedgerApp) -> None:
+        self.apps.remove(app)
+        await app.close()
+
+    def headers(
+        self, tenant: str, scopes: Iterable[str] = ADMIN, subject: str = "operator"
+    ) -> dict[str, str]:
+        token = self.signer.mint(subject=subject, tenant=tenant, scopes=list(scopes))
+        return {"Authorization": f"Bearer {token}"}
+
+    async def send(self, spec: TopicSpec[Any], payload: Any, **envelope: Any) -> str:
+        assert self.bus is not None
+        return await self.bus.publish(spec, payload, **envelope)
+
+    async def records(
+        self, topic: str, count: int, accept: Callable[[dict[str, Any]], bool], wait_s: float = 20
+    ) -> list[dict[str, Any]]:
+        records = await read_records(
+            self.kafka.bootstrap,
+            f"{self.kafka.topic_prefix}{topic}",
+            count=count,
+            accept=lambda r: accept(json.loads(r.value)),
+            wait_s=wait_s,
+        )
+        return [json.loads(r.value) for r in records]
+
+    async def events(
+        self, count: int, accept: Callable[[dict[str, Any]], bool], wait_s: float = 20
+    ) -> list[dict[str, Any]]:
+        """Up to ``count`` ledger events that ``accept`` keeps."""
+        return await self.records(LEDGER_EVENTS.name, count, accept, wait_s)
+
+    async def task_events(self, task_id: str, *types: str, wait_s: float = 20) -> list[str]:
+        """The types of ``task_id``'s events, once those of ``types`` all showed."""
+        found = await self.events(
+            len(types), lambda e: e["task_id"] == task_id and e["type"] in types, wait_s
+        )
+        return [e["type"] for e in found]
+
+    async def dead_letters(
+        self, handler: str, count: int, accept: Callable[[Any], bool]
+    ) -> list[Any]:
+        records = await read_records(
+            self.kafka.bootstrap,
+            f"{self.kafka.topic_prefix}ledger.{handler}.dlq",
+            count=count,
+            accept=accept,
+        )
+        return list(records)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(self.dsn, server_settings={"search_path": "ledger"})
+        try:
+            return list(await connection.fetch(query, *args))
+        finally:
+            await connection.close()
+
+    async def hold(self, tenant: str, task_id: str) -> asyncpg.Record | None:
+        rows = await self.fetch(
+            "SELECT * FROM holds WHERE tenant = $1 AND task_id = $2", tenant, task_id
+        )
+        return rows[0] if rows else None
+
+    async def wait_hold(
+        self, tenant: str, task_id: str, accept: Callable[[asyncpg.Record], bool], wait_s: float = 20
+    ) -> asyncpg.Record:
+        """The hold once ``accept`` takes it."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            hold = await self.hold(tenant, task_id)
+            if hold is not None and accept(hold):
+                return hold
+            assert asyncio.get_running_loop().time() < deadline, f"hold now: {hold and dict(hold)}"
+            await asyncio.sleep(0.05)
+
+    async def wait_usage(self, tenant: str, count: int, wait_s: float = 30) -> int:
+        """Waits until ``tenant`` has ``count`` usage rows; returns how many it has then."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            rows = await self.fetch("SELECT count(*) AS n FROM usage WHERE tenant = $1", tenant)
+            if rows[0]["n"] >= count or asyncio.get_running_loop().time() > deadline:
+                return int(rows[0]["n"])
+            await asyncio.sleep(0.05)
+
+    async def check_invariants(self) -> None:
+        await check_invariants(self.fetch)
+
+
+async def check_invariants(fetch: Callable[..., Any]) -> None:
+    """What must hold whatever happened: the books balance, no flag is broken, every hold's
+    figures match its transfers and usage, and no usage is posted twice."""
+    totals = (
+        await fetch(
+            "SELECT coalesce(sum(debits_posted), 0) AS dp, coalesce(sum(credits_posted), 0) AS cp,"
+            " coalesce(sum(debits_pending), 0) AS dq, coalesce(sum(credits_pending), 0) AS cq"
+            " FROM accounts"
+        )
+    )[0]
+    assert totals["dp"] == totals["cp"], dict(totals)
+    assert totals["dq"] == totals["cq"], dict(totals)
+    broken = await fetch(
+        "SELECT id FROM accounts WHERE 'debits_must_not_exceed_credits' = ANY(flags)"
+        " AND debits_pending + debits_posted > credits_posted"
+    )
+    assert not broken, [r["id"] for r in broken]
+    # A hold account pays out exactly what was captured into it; what it still
+    # reserves is what its live hold has left.
+    mismatched = await fetch(
+        "SELECT h.tenant, h.task_id, h.state, h.cap, h.spent, a.credits_posted,"
+        " a.debits_posted, a.credits_pending FROM holds h JOIN accounts a ON a.id = h.account"
+        " WHERE a.credits_posted <> a.debits_posted OR a.credits_posted <> h.spent"
+        " OR a.credits_pending <> CASE WHEN h.state IN ('open', 'exhausted', 'closing')"
+        "  THEN h.cap - h.spent ELSE 0 END"
+    )
+    assert not mismatched, [dict(r) for r in mismatched]
+    # Every usage is paid once: its cost reached its expense account exactly.
+    unpaid = await fetch(
+        "SELECT u.tenant, u.usage_id, u.cost, coalesce(sum(t.amount), 0) AS paid FROM usage u"
+        " LEFT JOIN transfers t ON t.tenant = u.tenant AND t.kind = 'posted'"
+        "  AND t.id LIKE u.tenant || '/usage/' || u.usage_id || '/%'"
+        " GROUP BY u.tenant, u.usage_id, u.cost HAVING coalesce(sum(t.amount), 0) <> u.cost"
+    )
+    assert not unpaid, [dict(r) for r in unpaid]
+    covered = await fetch(
+        "SELECT h.tenant, h.task_id, h.spent, h.overrun, coalesce(sum(u.covered), 0) AS covered,"
+        " coalesce(sum(u.cost - u.covered), 0) AS over FROM holds h LEFT JOIN usage u"
+        " ON u.tenant = h.tenant AND u.task_id = h.task_id GROUP BY h.tenant, h.task_id"
+        " HAVING h.spent <> coalesce(sum(u.covered), 0)"
+        " OR h.overrun <> coalesce(sum(u.cost - u.covered), 0)"
+    )
+    assert not covered, [dict(r) for r in covered]
+    twice = await fetch(
+        "SELECT pending_id, count(*) FROM transfers WHERE kind IN ('void', 'expire')"
+        " GROUP BY pending_id HAVING count(*) > 1"
+    )
+    assert not twice, [dict(r) for r in twice]
+
+
+def new_tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def ledger_database(postgres_dsn: str) -> AsyncIterator[str]:
+    """A database of its own, dropped afterwards; yields its DSN."""
+    name = f"ledger_test_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(postgres_dsn, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def running_ledgers(
+    kafka_bootstrap: str, postgres_dsn: str, home: Path, *, instances: int = 1, **overrides: Any
+) -> AsyncIterator[Ledgers]:
+    """``instances`` ledgers sharing a fresh database and fresh topics."""
+    signer = TokenSigner.generate()
+    jwks = home / "jwks.json"
+    jwks.write_text(json.dumps(signer.jwks()))
+    kafka = KafkaSettings(
+        bootstrap=kafka_bootstrap,
+        topic_prefix=f"l{uuid.uuid4().hex[:8]}.",
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=300,
+    )
+    async with ledger_database(postgres_dsn) as dsn:
+        ledgers = Ledgers(kafka=kafka, dsn=dsn, signer=signer, jwks=jwks, overrides=overrides)
+        try:
+            for _ in range(instances):
+                await ledgers.start()
+            async with (
+                Bus(service="tests", kafka=kafka) as bus,
+                httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{ledgers.apps[0].http_port}", timeout=30
+                ) as http,
+            ):
+                ledgers.bus, ledgers.http = bus, http
+                yield ledgers
+        finally:
+            for app in list(ledgers.apps):
+                await ledgers.stop(app)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def ledger(
+    kafka_bootstrap: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Ledgers]:
+    home = tmp_path_factory.mktemp("ledger")
+    async with running_ledgers(kafka_bootstrap, postgres_dsn, home) as running:
+        yield running
