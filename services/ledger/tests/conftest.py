@@ -135,7 +135,11 @@ class Ledgers:
         return rows[0] if rows else None
 
     async def wait_hold(
-        self, tenant: str, task_id: str, accept: Callable[[asyncpg.Record], bool], wait_s: float = 20
+        self,
+        tenant: str,
+        task_id: str,
+        accept: Callable[[asyncpg.Record], bool],
+        wait_s: float = 20,
     ) -> asyncpg.Record:
         """The hold once ``accept`` takes it."""
         deadline = asyncio.get_running_loop().time() + wait_s
@@ -194,14 +198,17 @@ async def check_invariants(fetch: Callable[..., Any]) -> None:
         " GROUP BY u.tenant, u.usage_id, u.cost HAVING coalesce(sum(t.amount), 0) <> u.cost"
     )
     assert not unpaid, [dict(r) for r in unpaid]
+    # A hold's spend is what its usage says it covered; its overrun what was posted past it.
     covered = await fetch(
-        "SELECT h.tenant, h.task_id, h.spent, h.overrun, coalesce(sum(u.covered), 0) AS covered,"
-        " coalesce(sum(u.cost - u.covered), 0) AS over FROM holds h LEFT JOIN usage u"
-        " ON u.tenant = h.tenant AND u.task_id = h.task_id GROUP BY h.tenant, h.task_id"
-        " HAVING h.spent <> coalesce(sum(u.covered), 0)"
-        " OR h.overrun <> coalesce(sum(u.cost - u.covered), 0)"
+        "SELECT h.tenant, h.task_id, h.spent, h.overrun,"
+        " (SELECT coalesce(sum(u.covered), 0) FROM usage u WHERE u.tenant = h.tenant"
+        "  AND u.task_id = h.task_id) AS covered,"
+        " (SELECT coalesce(sum(t.amount), 0) FROM transfers t WHERE t.tenant = h.tenant"
+        "  AND t.task_id = h.task_id AND t.code = 'usage.overrun') AS over"
+        " FROM holds h"
     )
-    assert not covered, [dict(r) for r in covered]
+    wrong = [dict(r) for r in covered if (r["spent"], r["overrun"]) != (r["covered"], r["over"])]
+    assert not wrong, wrong
     twice = await fetch(
         "SELECT pending_id, count(*) FROM transfers WHERE kind IN ('void', 'expire')"
         " GROUP BY pending_id HAVING count(*) > 1"
@@ -228,13 +235,19 @@ async def ledger_database(postgres_dsn: str) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def running_ledgers(
-    kafka_bootstrap: str, postgres_dsn: str, home: Path, *, instances: int = 1, **overrides: Any
+    kafka_bootstrap: str,
+    postgres_dsn: str,
+    home: Path,
+    *,
+    instances: int = 1,
+    kafka: KafkaSettings | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Ledgers]:
-    """``instances`` ledgers sharing a fresh database and fresh topics."""
+    """``instances`` ledgers sharing a fresh database and fresh topics (or ``kafka``'s)."""
     signer = TokenSigner.generate()
     jwks = home / "jwks.json"
     jwks.write_text(json.dumps(signer.jwks()))
-    kafka = KafkaSettings(
+    kafka = kafka or KafkaSettings(
         bootstrap=kafka_bootstrap,
         topic_prefix=f"l{uuid.uuid4().hex[:8]}.",
         session_timeout_ms=2000,

@@ -94,9 +94,10 @@ async def test_a_task_spends_against_its_hold_and_the_rest_is_released(ledger: L
 
     await ledger.send(CLOSE_HOLD, CloseHoldCommand(tenant=tenant, task_id=task, reason="done"))
     closed = await ledger.events(1, lambda e: e["task_id"] == task and e["type"] == "hold.closed")
-    assert closed[0]["hold"] | {"state": "closed", "spent": 39_700, "remaining": 0} == closed[0][
-        "hold"
-    ]
+    assert (
+        closed[0]["hold"] | {"state": "closed", "spent": 39_700, "remaining": 0}
+        == closed[0]["hold"]
+    )
     assert closed[0]["reason"] == "done"
     agent = await ledger.fetch(
         "SELECT debits_posted, debits_pending FROM accounts WHERE id = $1",
@@ -151,7 +152,8 @@ async def test_a_repeated_usage_id_is_posted_once(ledger: Ledgers) -> None:
     await ledger.send(RECORD_USAGE, marker)
     await ledger.wait_hold(tenant, task, lambda h: h["spent"] >= 300)
     hold = await ledger.hold(tenant, task)
-    assert hold is not None and hold["spent"] == 300
+    assert hold is not None
+    assert hold["spent"] == 300
     assert await ledger.wait_usage(tenant, 3) == 3
     await ledger.check_invariants()
 
@@ -162,7 +164,10 @@ async def test_a_hard_budget_denies_the_hold_and_a_soft_one_is_announced_once(
     tenant = new_tenant()
     assert ledger.http is not None
     for budget_id, body in (
-        ("writer-daily", {"scope": "agent", "name": "writer", "period": "day", "hard_limit": 5_000}),
+        (
+            "writer-daily",
+            {"scope": "agent", "name": "writer", "period": "day", "hard_limit": 5_000},
+        ),
         ("tenant-month", {"scope": "tenant", "period": "month", "soft_limit": 3_000}),
     ):
         answer = await ledger.http.put(
@@ -240,9 +245,9 @@ async def test_bad_commands_go_to_the_dlq_with_the_reason_and_post_nothing(
     }
     assert "is closed" in reasons[late.usage_id]["mainstay-error-message"]
     assert reasons[late.usage_id]["mainstay-error-type"] == "HoldRejected"
-    assert "no price for 'model:unknown-model'" in reasons[unpriced.usage_id][
-        "mainstay-error-message"
-    ]
+    assert (
+        "no price for 'model:unknown-model'" in reasons[unpriced.usage_id]["mainstay-error-message"]
+    )
     # closing a hold no one opened
     await ledger.send(CLOSE_HOLD, CloseHoldCommand(tenant=tenant, task_id="never-opened"))
     missing = await ledger.dead_letters(
