@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import statistics
@@ -46,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
-from _stack import stack  # bench/, the script's own folder, is on sys.path
+from _stack import process, stack  # bench/, the script's own folder, is on sys.path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from mainstay_common.auth import TokenSigner
@@ -56,7 +55,7 @@ from mainstay_common.settings import KafkaSettings
 from mainstay_contracts.tools import INVOKE_TOOL, TOOL_CALLS, InvokeToolCommand
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
 
 HERE = Path(__file__).parent
 SCHEMA_IN = {
@@ -69,39 +68,6 @@ SCHEMA_OUT = {"type": "object", "required": ["echo"]}
 
 def log(message: str) -> None:
     print(f"[tools bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-async def wait_ready(url: str, process: asyncio.subprocess.Process, what: str) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(600):
-            if process.returncode is not None:
-                raise RuntimeError(f"{what} exited with code {process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get(url)).status_code < 500:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{what} did not become ready at {url}")
-
-
-@contextlib.asynccontextmanager
-async def process(
-    args: list[str], *, env: dict[str, str], ready_url: str, what: str, log_file: Path
-) -> AsyncIterator[None]:
-    with log_file.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *args, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
-        )
-    try:
-        await wait_ready(ready_url, proc, what)
-        yield
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 class KafkaCaller:

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from mainstay_common.errors import NotFound, RuleViolation
+import asyncpg
+
+from mainstay_common.errors import InvalidArgument, NotFound, RuleViolation
 from mainstay_contracts.identity import SEND_MAIL, ApprovalRequest, SendMailCommand
 from mainstay_contracts.ledger import (
     LEDGER_EVENTS,
@@ -41,8 +43,6 @@ from mainstay_contracts.ledger import (
 from mainstay_ledger import engine, pricebook
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from mainstay_common.bus import Bus, Event, OutgoingMessage
     from mainstay_common.db import Connection, Database, Outbox
     from mainstay_contracts.execution import TaskEvent
@@ -105,6 +105,29 @@ def _approval_id(tenant: str, task_id: str) -> str:
     """A new id per request (the identity service delivers a message id once)."""
     digest = hashlib.sha256(f"{tenant}/{task_id}".encode()).hexdigest()[:24]
     return f"ledger.extension.{digest}.{uuid.uuid4().hex[:16]}"
+
+
+@dataclass(frozen=True)
+class _Priced:
+    cost: int
+    version: int | None
+    """The price-book version; None: the producer's list price."""
+    currency: str | None
+    """The price's currency; None: the hold's."""
+
+
+def _refusal(exc: asyncpg.PostgresError) -> Exception | None:
+    """The classified error of a refusal raised by ``post_usage``."""
+    reason = str(getattr(exc, "detail", "") or "")
+    message = str(getattr(exc, "message", "") or exc)
+    code = getattr(exc, "sqlstate", "")
+    if code == "ML422" and reason.startswith("hold_"):
+        return HoldRejected(reason, message)
+    if code == "ML422":
+        return engine.LedgerRejection(reason, message)
+    if code == "ML400":
+        return engine.CurrencyMismatch(message)
+    return None
 
 
 @dataclass(frozen=True)
@@ -429,16 +452,9 @@ class Ledger:
         await self._emit(tx, self._event(kind, hold, caused_by=caused_by, reason=why))
         return hold
 
-    async def _price(
-        self, tx: Connection, command: RecordUsageCommand, currency: str
-    ) -> tuple[int, int | None]:
-        """``(cost, price-book version)``; the producer's list price when the book has none."""
-        usage = pricebook.Usage(
-            input_tokens=command.input_tokens,
-            output_tokens=command.output_tokens,
-            cached_tokens=command.cached_tokens,
-            calls=command.calls,
-        )
+    async def _price(self, tx: Connection, command: RecordUsageCommand) -> _Priced:
+        """The cost with the price-book version in force; the producer's list price (in the
+        hold's currency) when the book has none."""
         try:
             price = await pricebook.price_in_force(
                 tx,
@@ -449,119 +465,72 @@ class Ledger:
         except NotFound:
             if command.list_price_micros is None:
                 raise
-            return command.list_price_micros * max(command.calls, 1), None
-        if price.currency != currency:
-            raise engine.CurrencyMismatch(
-                f"currency: '{command.kind}:{command.resource}' is priced in {price.currency},"
-                f" the task's hold is in {currency}"
-            )
-        return pricebook.cost(price, usage), price.version
+            return _Priced(command.list_price_micros * max(command.calls, 1), None, None)
+        usage = pricebook.Usage(
+            input_tokens=command.input_tokens,
+            output_tokens=command.output_tokens,
+            cached_tokens=command.cached_tokens,
+            calls=command.calls,
+        )
+        return _Priced(pricebook.cost(price, usage), price.version, price.currency)
 
     async def record_usage(
         self, tx: Connection, command: RecordUsageCommand, *, caused_by: Event[Any] | None = None
     ) -> bool:
-        """Post one usage against its task's hold; False when its ``usage_id`` was posted before."""
-        tenant, task_id = command.tenant, command.task_id
-        hold = await self._hold(tx, tenant, task_id)
-        if hold is not None and hold["state"] not in _LIVE:
-            state = hold["state"]
-            raise HoldRejected(
-                f"hold_{state}",
-                f"usage '{command.usage_id}': the hold of task '{task_id}' is {state}"
-                + (f" ({hold['reason']})" if hold["reason"] else ""),
+        """Post one usage against its task's hold; False when its ``usage_id`` was posted before.
+
+        Pricing happens here; the posting itself is one call of the schema's
+        ``post_usage`` (the rules of :mod:`engine` applied in one round trip).
+        """
+        priced = await self._price(tx, command)
+        if priced.cost > engine.MAX_AMOUNT:
+            raise InvalidArgument(
+                f"usage '{command.usage_id}': its cost {priced.cost} is too large"
             )
-        currency = hold["currency"] if hold is not None else self._settings.currency
-        cost, version = await self._price(tx, command, currency)
-        covered = min(cost, _remaining(hold)) if hold is not None else 0
-        agent = hold["agent"] if hold is not None else command.agent
-        team = hold["team"] if hold is not None else ""
-        fresh = await tx.fetchval(
-            "INSERT INTO usage (tenant, usage_id, task_id, agent, team, kind, resource, step,"
-            " input_tokens, output_tokens, cached_tokens, calls, currency, cost, covered,"
-            " price_version, occurred_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-            " ON CONFLICT DO NOTHING RETURNING true",
-            tenant,
-            command.usage_id,
-            task_id,
-            agent,
-            team,
-            command.kind,
-            command.resource,
-            command.step,
-            command.input_tokens,
-            command.output_tokens,
-            command.cached_tokens,
-            command.calls,
-            currency,
-            cost,
-            covered,
-            version,
-            command.occurred_at,
-        )
-        if not fresh:
+        try:
+            row = await tx.fetchrow(
+                "SELECT * FROM post_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+                " $14, $15, $16)",
+                command.tenant,
+                command.usage_id,
+                command.task_id,
+                command.agent,
+                command.kind,
+                command.resource,
+                command.step,
+                command.input_tokens,
+                command.output_tokens,
+                command.cached_tokens,
+                command.calls,
+                priced.currency,
+                self._settings.currency,
+                priced.cost,
+                priced.version,
+                command.occurred_at,
+            )
+        except asyncpg.PostgresError as exc:
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
+        assert row is not None
+        if not row["fresh"]:
             return False
-        overrun = cost - covered
-        expense = self.expense_account(tenant, command.kind, command.resource, currency)
-        agent_account = self.agent_account(tenant, agent, currency)
-        if cost > 0:
-            await engine.ensure_accounts(
-                tx,
-                [
-                    (expense, tenant, f"expense:{command.kind}", currency, ()),
-                    (agent_account, tenant, "agent", currency, ()),
-                ],
-            )
-        base = f"{tenant}/usage/{command.usage_id}"
-        detail = {"usage_id": command.usage_id, "resource": command.resource}
-        if covered > 0:
-            assert hold is not None
-            await engine.capture(
-                tx,
-                id=f"{base}/capture",
-                tenant=tenant,
-                pending_id=hold["pending_id"],
-                amount=covered,
-                code=f"usage.{command.kind}",
-                step=command.step,
-                detail=detail,
-            )
-            await engine.post(
-                tx,
-                id=f"{base}/spend",
-                tenant=tenant,
-                debit=hold["account"],
-                credit=expense,
-                amount=covered,
-                code=f"usage.{command.kind}",
-                task_id=task_id,
-                step=command.step,
-                detail=detail,
-            )
-        if overrun > 0:
-            await engine.post(
-                tx,
-                id=f"{base}/{'overrun' if hold is not None else 'unreserved'}",
-                tenant=tenant,
-                debit=agent_account,
-                credit=expense,
-                amount=overrun,
-                code="usage.overrun" if hold is not None else "usage.unreserved",
-                task_id=task_id,
-                step=command.step,
-                detail=detail,
-            )
+        hold: asyncpg.Record | None = row["hold"]
+        currency = (
+            hold["currency"] if hold is not None else priced.currency or self._settings.currency
+        )
         usage = UsageSnapshot(
             usage_id=command.usage_id,
             kind=command.kind,
             resource=command.resource,
             step=command.step,
-            cost=cost,
-            price_version=version,
-            covered=covered,
+            cost=priced.cost,
+            price_version=priced.version,
+            covered=row["covered"],
         )
         if self._metrics is not None:
-            self._metrics.spend(tenant, command.kind, currency, cost)
+            self._metrics.spend(command.tenant, command.kind, currency, priced.cost)
         if hold is None:
             await self._emit(
                 tx,
@@ -569,31 +538,21 @@ class Ledger:
                     "usage.recorded",
                     None,
                     caused_by=caused_by,
-                    tenant=tenant,
+                    tenant=command.tenant,
                     currency=currency,
                     usage=usage,
-                    task_id=task_id,
-                    agent=agent,
+                    task_id=command.task_id,
+                    agent=command.agent,
                 ),
             )
             return True
-        exhausted = hold["state"] == "open" and (overrun > 0 or covered == _remaining(hold))
-        hold = await self._update(
-            tx,
-            hold,
-            "spent = spent + $3, overrun = overrun + $4,"
-            " state = CASE WHEN $5 THEN 'exhausted' ELSE state END",
-            covered,
-            overrun,
-            exhausted,
-        )
         messages = [self._event("usage.recorded", hold, caused_by=caused_by, usage=usage)]
-        if exhausted:
+        if row["exhausted"]:
             messages.append(self._event("hold.exhausted", hold, caused_by=caused_by))
             if self._metrics is not None:
-                self._metrics.exhausted(tenant)
+                self._metrics.exhausted(command.tenant)
             if hold["approvers"] and hold["approval_id"] is None:
-                hold = await self._ask(
+                await self._ask(
                     tx, hold, hold["extension_amount"], list(hold["approvers"]), "the hold ran out"
                 )
         await self._emit(tx, *messages)

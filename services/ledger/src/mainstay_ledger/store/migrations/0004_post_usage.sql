@@ -1,0 +1,154 @@
+-- Posting one priced usage in one round trip: the hot path of the ledger.
+--
+-- The same rules as mainstay_ledger.engine (capture from the task's pending
+-- transfer, pay the expense account, post what the hold cannot cover from the
+-- agent's account, limit flags checked before commit), applied to the rows
+-- of one usage inside the caller's transaction. Refusals raise SQLSTATE
+-- 'ML422' with the rule's code in DETAIL; nothing of the usage remains.
+--
+-- Returns whether the usage id was new (a repeat posts nothing), the part the
+-- hold covered, whether this usage ran an open hold out, and the hold after it.
+
+CREATE FUNCTION post_usage(
+    p_tenant text,
+    p_usage_id text,
+    p_task_id text,
+    p_agent text,
+    p_kind text,
+    p_resource text,
+    p_step integer,
+    p_input bigint,
+    p_output bigint,
+    p_cached bigint,
+    p_calls bigint,
+    p_currency text,
+    p_default_currency text,
+    p_cost bigint,
+    p_price_version integer,
+    p_occurred_at timestamptz
+) RETURNS TABLE (fresh boolean, covered bigint, exhausted boolean, hold holds)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    h            holds%ROWTYPE;
+    has_hold     boolean;
+    pending      transfers%ROWTYPE;
+    v_agent      text := p_agent;
+    v_team       text := '';
+    v_left       bigint := 0;
+    v_covered    bigint := 0;
+    v_overrun    bigint;
+    v_exhausted  boolean := false;
+    v_currency   text;
+    v_expense    text;
+    v_payer      text;
+    v_base       text := format('%s/usage/%s', p_tenant, p_usage_id);
+    v_detail     jsonb := jsonb_build_object('usage_id', p_usage_id, 'resource', p_resource);
+    v_code       text := 'usage.' || p_kind;
+    v_broken     text;
+BEGIN
+    SELECT * INTO h FROM holds WHERE tenant = p_tenant AND task_id = p_task_id FOR UPDATE;
+    has_hold := FOUND;
+    -- the price's currency; a list price is in the hold's (or the default) currency
+    v_currency := coalesce(p_currency, CASE WHEN has_hold THEN h.currency END, p_default_currency);
+    v_expense := format('%s/expense/%s/%s/%s', p_tenant, p_kind, p_resource, v_currency);
+    IF has_hold THEN
+        IF h.state NOT IN ('open', 'exhausted', 'closing') THEN
+            RAISE EXCEPTION USING ERRCODE = 'ML422', DETAIL = 'hold_' || h.state,
+                MESSAGE = format('usage ''%s'': the hold of task ''%s'' is %s%s', p_usage_id,
+                    p_task_id, h.state, CASE WHEN h.reason <> '' THEN ' (' || h.reason || ')' ELSE '' END);
+        END IF;
+        IF h.currency <> v_currency THEN
+            RAISE EXCEPTION USING ERRCODE = 'ML400', DETAIL = 'currency',
+                MESSAGE = format('currency: the usage is priced in %s, the hold of task ''%s'' is in %s',
+                    v_currency, p_task_id, h.currency);
+        END IF;
+        v_agent := h.agent;
+        v_team := h.team;
+        v_left := h.cap - h.spent;
+        v_covered := least(p_cost, v_left);
+    END IF;
+    INSERT INTO usage (tenant, usage_id, task_id, agent, team, kind, resource, step, input_tokens,
+        output_tokens, cached_tokens, calls, currency, cost, covered, price_version, occurred_at)
+    VALUES (p_tenant, p_usage_id, p_task_id, v_agent, v_team, p_kind, p_resource, p_step, p_input,
+        p_output, p_cached, p_calls, v_currency, p_cost, v_covered, p_price_version, p_occurred_at)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT false, 0::bigint, false, CASE WHEN has_hold THEN h END;
+        RETURN;
+    END IF;
+    v_overrun := p_cost - v_covered;
+    v_payer := format('%s/agent/%s/%s', p_tenant, v_agent, v_currency);
+    IF p_cost > 0 THEN
+        INSERT INTO accounts (id, tenant, kind, currency)
+        VALUES (v_expense, p_tenant, 'expense:' || p_kind, v_currency),
+               (v_payer, p_tenant, 'agent', v_currency)
+        ON CONFLICT (id) DO NOTHING;
+        -- in id order, as every posting locks accounts
+        PERFORM 1 FROM accounts WHERE id IN (v_expense, v_payer, h.account, h.agent_account)
+            ORDER BY id FOR UPDATE;
+    END IF;
+    IF v_covered > 0 THEN
+        SELECT * INTO pending FROM transfers WHERE id = h.pending_id FOR UPDATE;
+        IF pending.state <> 'open' THEN
+            RAISE EXCEPTION USING ERRCODE = 'ML422', DETAIL = 'pending_resolved',
+                MESSAGE = format('hold ''%s'' was already %s', pending.id, pending.state);
+        END IF;
+        IF pending.timeout_at <= now() THEN
+            RAISE EXCEPTION USING ERRCODE = 'ML422', DETAIL = 'pending_expired',
+                MESSAGE = format('hold ''%s'' timed out', pending.id);
+        END IF;
+        IF v_covered > pending.remaining THEN
+            RAISE EXCEPTION USING ERRCODE = 'ML422', DETAIL = 'exceeds_pending',
+                MESSAGE = format('hold ''%s'' has %s left, %s asked', pending.id,
+                    pending.remaining, v_covered);
+        END IF;
+        -- capture (pending -> posted on both sides), then pay the hold account out
+        UPDATE accounts SET debits_pending = debits_pending - v_covered,
+            debits_posted = debits_posted + v_covered WHERE id = pending.debit_account;
+        UPDATE accounts SET credits_pending = credits_pending - v_covered,
+            credits_posted = credits_posted + v_covered, debits_posted = debits_posted + v_covered
+            WHERE id = h.account;
+        UPDATE accounts SET credits_posted = credits_posted + v_covered WHERE id = v_expense;
+        UPDATE transfers SET remaining = remaining - v_covered WHERE id = pending.id;
+        INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, code,
+            kind, pending_id, task_id, step, detail)
+        VALUES (v_base || '/capture', p_tenant, pending.debit_account, pending.credit_account,
+                v_covered, v_currency, v_code, 'capture', pending.id, p_task_id, p_step, v_detail),
+               (v_base || '/spend', p_tenant, h.account, v_expense, v_covered, v_currency, v_code,
+                'posted', NULL, p_task_id, p_step, v_detail);
+    END IF;
+    IF v_overrun > 0 THEN
+        UPDATE accounts SET debits_posted = debits_posted + v_overrun WHERE id = v_payer;
+        UPDATE accounts SET credits_posted = credits_posted + v_overrun WHERE id = v_expense;
+        INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, code,
+            kind, task_id, step, detail)
+        VALUES (v_base || CASE WHEN has_hold THEN '/overrun' ELSE '/unreserved' END, p_tenant,
+                v_payer, v_expense, v_overrun, v_currency,
+                CASE WHEN has_hold THEN 'usage.overrun' ELSE 'usage.unreserved' END,
+                'posted', p_task_id, p_step, v_detail);
+    END IF;
+    IF p_cost > 0 THEN
+        SELECT id INTO v_broken FROM accounts
+        WHERE id IN (v_expense, v_payer, h.account, h.agent_account)
+          AND ((flags @> '{debits_must_not_exceed_credits}'
+                AND debits_pending + debits_posted > credits_posted)
+            OR (flags @> '{credits_must_not_exceed_debits}'
+                AND credits_pending + credits_posted > debits_posted))
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'ML422', DETAIL = 'exceeds_credits',
+                MESSAGE = format('account ''%s'' would break its limit flag', v_broken);
+        END IF;
+    END IF;
+    IF has_hold THEN
+        v_exhausted := h.state = 'open' AND (v_overrun > 0 OR v_covered = v_left);
+        UPDATE holds SET spent = spent + v_covered, overrun = overrun + v_overrun,
+            state = CASE WHEN v_exhausted THEN 'exhausted' ELSE state END
+            WHERE tenant = p_tenant AND task_id = p_task_id
+            RETURNING * INTO h;
+    END IF;
+    RETURN QUERY SELECT true, v_covered, v_exhausted, CASE WHEN has_hold THEN h END;
+END
+$$;
