@@ -59,6 +59,7 @@ class Ledgers:
                     tier_delays_s=[0.2, 0.4], blocking_attempts=4, blocking_backoff_s=0.05
                 ),
                 "close_grace_s": 0,
+                "usage_events": True,
                 "sweep_interval_s": 0.2,
                 **self.overrides,
                 **overrides,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -111,3 +112,52 @@ def test_costs_round_up_to_whole_micro_units_per_part() -> None:
 def test_bad_usage_is_refused_naming_the_field(bad: object) -> None:
     with pytest.raises(InvalidArgument, match="output_tokens"):
         cost(_price(), Usage(output_tokens=bad))  # type: ignore[arg-type]
+
+
+async def test_the_database_prices_usage_exactly_as_the_python_formula(
+    database: Database,
+) -> None:
+    """``price_usage`` (the SQL the posting path uses) and :func:`pricebook.cost` agree on
+    random prices and usage, rounding included, and pick the same version."""
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    async with database.pool.acquire() as conn:
+        for n in range(200):
+            item = f"model:m{n}"
+            price = await set_price(
+                conn,
+                item=item,
+                currency="EUR",
+                tenant=rng.choice(["", "acme"]),
+                input_per_mtok=rng.choice([0, 1, 999_999, rng.randrange(10**12)]),
+                output_per_mtok=rng.randrange(10**9),
+                cached_per_mtok=rng.randrange(10**7),
+                per_call=rng.randrange(10**6),
+                effective_from=now - timedelta(seconds=1),
+            )
+            usage = Usage(
+                input_tokens=rng.choice([0, 1, rng.randrange(10**7)]),
+                output_tokens=rng.randrange(10**6),
+                cached_tokens=rng.randrange(10**6),
+                calls=rng.randrange(5),
+            )
+            row = await conn.fetchrow(
+                "SELECT * FROM price_usage($1, $2, $3, $4, $5, $6, $7)",
+                "acme",
+                item,
+                now,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_tokens,
+                usage.calls,
+            )
+            assert row is not None
+            assert (int(row["cost"]), row["version"], row["currency"]) == (
+                cost(price, usage),
+                price.version,
+                "EUR",
+            )
+        missing = await conn.fetch(
+            "SELECT * FROM price_usage('acme', 'model:none', now(), 1, 1, 1, 1)"
+        )
+        assert missing == []

@@ -40,7 +40,7 @@ from mainstay_contracts.ledger import (
     LedgerEventType,
     UsageSnapshot,
 )
-from mainstay_ledger import engine, pricebook
+from mainstay_ledger import engine
 
 if TYPE_CHECKING:
     from mainstay_common.bus import Bus, Event, OutgoingMessage
@@ -107,15 +107,6 @@ def _approval_id(tenant: str, task_id: str) -> str:
     return f"ledger.extension.{digest}.{uuid.uuid4().hex[:16]}"
 
 
-@dataclass(frozen=True)
-class _Priced:
-    cost: int
-    version: int | None
-    """The price-book version; None: the producer's list price."""
-    currency: str | None
-    """The price's currency; None: the hold's."""
-
-
 def _refusal(exc: asyncpg.PostgresError) -> Exception | None:
     """The classified error of a refusal raised by ``post_usage``."""
     reason = str(getattr(exc, "detail", "") or "")
@@ -125,8 +116,12 @@ def _refusal(exc: asyncpg.PostgresError) -> Exception | None:
         return HoldRejected(reason, message)
     if code == "ML422":
         return engine.LedgerRejection(reason, message)
-    if code == "ML400":
+    if code == "ML400" and reason == "currency":
         return engine.CurrencyMismatch(message)
+    if code == "ML400":
+        return InvalidArgument(message)
+    if code == "ML404":
+        return NotFound(message)
     return None
 
 
@@ -452,28 +447,6 @@ class Ledger:
         await self._emit(tx, self._event(kind, hold, caused_by=caused_by, reason=why))
         return hold
 
-    async def _price(self, tx: Connection, command: RecordUsageCommand) -> _Priced:
-        """The cost with the price-book version in force; the producer's list price (in the
-        hold's currency) when the book has none."""
-        try:
-            price = await pricebook.price_in_force(
-                tx,
-                tenant=command.tenant,
-                item=f"{command.kind}:{command.resource}",
-                at=command.occurred_at,
-            )
-        except NotFound:
-            if command.list_price_micros is None:
-                raise
-            return _Priced(command.list_price_micros * max(command.calls, 1), None, None)
-        usage = pricebook.Usage(
-            input_tokens=command.input_tokens,
-            output_tokens=command.output_tokens,
-            cached_tokens=command.cached_tokens,
-            calls=command.calls,
-        )
-        return _Priced(pricebook.cost(price, usage), price.version, price.currency)
-
     async def record_usage(
         self, tx: Connection, command: RecordUsageCommand, *, caused_by: Event[Any] | None = None
     ) -> bool:
@@ -482,15 +455,10 @@ class Ledger:
         Pricing happens here; the posting itself is one call of the schema's
         ``post_usage`` (the rules of :mod:`engine` applied in one round trip).
         """
-        priced = await self._price(tx, command)
-        if priced.cost > engine.MAX_AMOUNT:
-            raise InvalidArgument(
-                f"usage '{command.usage_id}': its cost {priced.cost} is too large"
-            )
         try:
             row = await tx.fetchrow(
                 "SELECT * FROM post_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-                " $14, $15, $16)",
+                " $14)",
                 command.tenant,
                 command.usage_id,
                 command.task_id,
@@ -502,10 +470,8 @@ class Ledger:
                 command.output_tokens,
                 command.cached_tokens,
                 command.calls,
-                priced.currency,
+                command.list_price_micros,
                 self._settings.currency,
-                priced.cost,
-                priced.version,
                 command.occurred_at,
             )
         except asyncpg.PostgresError as exc:
@@ -517,37 +483,33 @@ class Ledger:
         if not row["fresh"]:
             return False
         hold: asyncpg.Record | None = row["hold"]
-        currency = (
-            hold["currency"] if hold is not None else priced.currency or self._settings.currency
-        )
+        currency = row["currency"]
+        if self._metrics is not None:
+            self._metrics.spend(command.tenant, command.kind, currency, row["cost"])
         usage = UsageSnapshot(
             usage_id=command.usage_id,
             kind=command.kind,
             resource=command.resource,
             step=command.step,
-            cost=priced.cost,
-            price_version=priced.version,
+            cost=row["cost"],
+            price_version=row["price_version"],
             covered=row["covered"],
         )
-        if self._metrics is not None:
-            self._metrics.spend(command.tenant, command.kind, currency, priced.cost)
-        if hold is None:
-            await self._emit(
-                tx,
+        messages: list[OutgoingMessage] = []
+        if self._settings.usage_events:
+            messages.append(
                 self._event(
                     "usage.recorded",
-                    None,
+                    hold,
                     caused_by=caused_by,
                     tenant=command.tenant,
                     currency=currency,
                     usage=usage,
                     task_id=command.task_id,
                     agent=command.agent,
-                ),
+                )
             )
-            return True
-        messages = [self._event("usage.recorded", hold, caused_by=caused_by, usage=usage)]
-        if row["exhausted"]:
+        if hold is not None and row["exhausted"]:
             messages.append(self._event("hold.exhausted", hold, caused_by=caused_by))
             if self._metrics is not None:
                 self._metrics.exhausted(command.tenant)

@@ -41,6 +41,12 @@ class LedgerSettings(ServiceSettings):
         description="How often holds past their timeout or grace, and approvals to send or"
         " past their deadline, are looked for.",
     )
+    usage_events: bool = Field(
+        default=False,
+        description="Announce every posted usage as a usage.recorded event. Off: usage is read"
+        " through the reports and metrics, and only what changes a hold or a budget is an"
+        " event (each event is an outbox row and a publish on the posting's path).",
+    )
     approval_timeout_s: int = Field(
         default=3600,
         ge=1,

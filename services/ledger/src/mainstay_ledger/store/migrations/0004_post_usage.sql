@@ -6,8 +6,37 @@
 -- of one usage inside the caller's transaction. Refusals raise SQLSTATE
 -- 'ML422' with the rule's code in DETAIL; nothing of the usage remains.
 --
--- Returns whether the usage id was new (a repeat posts nothing), the part the
--- hold covered, whether this usage ran an open hold out, and the hold after it.
+-- Prices the usage with price_usage (or the producer's list price per call
+-- when the book has none) and returns whether the usage id was new (a repeat
+-- posts nothing), its currency, cost and price version, the part the hold
+-- covered, whether this usage ran an open hold out, and the hold after it.
+
+-- The cost of one usage with the price in force when it happened: the
+-- tenant's own price, else the one for every tenant; each part rounded up to
+-- a whole micro-unit (mainstay_ledger.pricebook.cost is the same formula).
+-- No row when the item has no price in force.
+CREATE FUNCTION price_usage(
+    p_tenant text,
+    p_item text,
+    p_at timestamptz,
+    p_input bigint,
+    p_output bigint,
+    p_cached bigint,
+    p_calls bigint
+) RETURNS TABLE (cost numeric, version integer, currency text)
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT
+AS $$
+    SELECT ceil(p_input::numeric * input_per_mtok / 1000000)
+         + ceil(p_output::numeric * output_per_mtok / 1000000)
+         + ceil(p_cached::numeric * cached_per_mtok / 1000000)
+         + p_calls::numeric * per_call,
+         version, currency
+    FROM prices
+    WHERE item = p_item AND tenant IN (p_tenant, '') AND effective_from <= p_at
+    ORDER BY (tenant = p_tenant) DESC, effective_from DESC, version DESC
+    LIMIT 1
+$$;
 
 CREATE FUNCTION post_usage(
     p_tenant text,
@@ -21,12 +50,18 @@ CREATE FUNCTION post_usage(
     p_output bigint,
     p_cached bigint,
     p_calls bigint,
-    p_currency text,
+    p_list_price bigint,
     p_default_currency text,
-    p_cost bigint,
-    p_price_version integer,
     p_occurred_at timestamptz
-) RETURNS TABLE (fresh boolean, covered bigint, exhausted boolean, hold holds)
+) RETURNS TABLE (
+    fresh boolean,
+    currency text,
+    cost bigint,
+    price_version integer,
+    covered bigint,
+    exhausted boolean,
+    hold holds
+)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
@@ -41,6 +76,10 @@ DECLARE
     v_overrun    bigint;
     v_exhausted  boolean := false;
     v_currency   text;
+    v_price_currency text;
+    v_cost       bigint;
+    v_version    integer;
+    v_price      numeric;
     v_expense    text;
     v_payer      text;
     v_base       text := format('%s/usage/%s', p_tenant, p_usage_id);
@@ -50,8 +89,24 @@ DECLARE
 BEGIN
     SELECT * INTO h FROM holds WHERE tenant = p_tenant AND task_id = p_task_id FOR UPDATE;
     has_hold := FOUND;
+    SELECT p.cost, p.version, p.currency INTO v_price, v_version, v_price_currency
+    FROM price_usage(p_tenant, p_kind || ':' || p_resource, p_occurred_at, p_input, p_output,
+                     p_cached, p_calls) AS p;
+    IF NOT FOUND THEN
+        IF p_list_price IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'ML404', DETAIL = 'price',
+                MESSAGE = format('item: no price for ''%s:%s'' in force at %s', p_kind,
+                    p_resource, p_occurred_at);
+        END IF;
+        v_price := p_list_price::numeric * greatest(p_calls, 1);
+    END IF;
+    IF v_price > 9223372036854775807 THEN
+        RAISE EXCEPTION USING ERRCODE = 'ML400', DETAIL = 'cost',
+            MESSAGE = format('usage ''%s'': its cost %s is too large', p_usage_id, v_price);
+    END IF;
+    v_cost := v_price::bigint;
     -- the price's currency; a list price is in the hold's (or the default) currency
-    v_currency := coalesce(p_currency, CASE WHEN has_hold THEN h.currency END, p_default_currency);
+    v_currency := coalesce(v_price_currency, CASE WHEN has_hold THEN h.currency END, p_default_currency);
     v_expense := format('%s/expense/%s/%s/%s', p_tenant, p_kind, p_resource, v_currency);
     IF has_hold THEN
         IF h.state NOT IN ('open', 'exhausted', 'closing') THEN
@@ -67,20 +122,21 @@ BEGIN
         v_agent := h.agent;
         v_team := h.team;
         v_left := h.cap - h.spent;
-        v_covered := least(p_cost, v_left);
+        v_covered := least(v_cost, v_left);
     END IF;
     INSERT INTO usage (tenant, usage_id, task_id, agent, team, kind, resource, step, input_tokens,
         output_tokens, cached_tokens, calls, currency, cost, covered, price_version, occurred_at)
     VALUES (p_tenant, p_usage_id, p_task_id, v_agent, v_team, p_kind, p_resource, p_step, p_input,
-        p_output, p_cached, p_calls, v_currency, p_cost, v_covered, p_price_version, p_occurred_at)
+        p_output, p_cached, p_calls, v_currency, v_cost, v_covered, v_version, p_occurred_at)
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT false, 0::bigint, false, CASE WHEN has_hold THEN h END;
+        RETURN QUERY SELECT false, v_currency, v_cost, v_version, 0::bigint, false,
+            CASE WHEN has_hold THEN h END;
         RETURN;
     END IF;
-    v_overrun := p_cost - v_covered;
+    v_overrun := v_cost - v_covered;
     v_payer := format('%s/agent/%s/%s', p_tenant, v_agent, v_currency);
-    IF p_cost > 0 THEN
+    IF v_cost > 0 THEN
         INSERT INTO accounts (id, tenant, kind, currency)
         VALUES (v_expense, p_tenant, 'expense:' || p_kind, v_currency),
                (v_payer, p_tenant, 'agent', v_currency)
@@ -105,12 +161,14 @@ BEGIN
                     pending.remaining, v_covered);
         END IF;
         -- capture (pending -> posted on both sides), then pay the hold account out
-        UPDATE accounts SET debits_pending = debits_pending - v_covered,
-            debits_posted = debits_posted + v_covered WHERE id = pending.debit_account;
-        UPDATE accounts SET credits_pending = credits_pending - v_covered,
-            credits_posted = credits_posted + v_covered, debits_posted = debits_posted + v_covered
-            WHERE id = h.account;
-        UPDATE accounts SET credits_posted = credits_posted + v_covered WHERE id = v_expense;
+        UPDATE accounts a SET debits_pending = a.debits_pending + d.dq,
+            debits_posted = a.debits_posted + d.dp, credits_pending = a.credits_pending + d.cq,
+            credits_posted = a.credits_posted + d.cp
+        FROM (VALUES (pending.debit_account, -v_covered, v_covered, 0::bigint, 0::bigint),
+                     (h.account, 0::bigint, v_covered, -v_covered, v_covered),
+                     (v_expense, 0::bigint, 0::bigint, 0::bigint, v_covered))
+            AS d(id, dq, dp, cq, cp)
+        WHERE a.id = d.id;
         UPDATE transfers SET remaining = remaining - v_covered WHERE id = pending.id;
         INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, code,
             kind, pending_id, task_id, step, detail)
@@ -129,7 +187,7 @@ BEGIN
                 CASE WHEN has_hold THEN 'usage.overrun' ELSE 'usage.unreserved' END,
                 'posted', p_task_id, p_step, v_detail);
     END IF;
-    IF p_cost > 0 THEN
+    IF v_cost > 0 THEN
         SELECT id INTO v_broken FROM accounts
         WHERE id IN (v_expense, v_payer, h.account, h.agent_account)
           AND ((flags @> '{debits_must_not_exceed_credits}'
@@ -149,6 +207,7 @@ BEGIN
             WHERE tenant = p_tenant AND task_id = p_task_id
             RETURNING * INTO h;
     END IF;
-    RETURN QUERY SELECT true, v_covered, v_exhausted, CASE WHEN has_hold THEN h END;
+    RETURN QUERY SELECT true, v_currency, v_cost, v_version, v_covered, v_exhausted,
+        CASE WHEN has_hold THEN h END;
 END
 $$;
