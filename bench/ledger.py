@@ -197,7 +197,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, dsn: str) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rows", type=int, default=3000, help="Usage records per round.")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     result = asyncio.run(run(parser.parse_args()))
     print(json.dumps(result))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime
@@ -96,6 +97,17 @@ def search(tenant: str, task: str) -> RecordUsageCommand:
     )
 
 
+async def inbox_message(identity: Identity, alice: dict[str, str], message_id: str) -> Any:
+    for _ in range(200):
+        inbox = await identity.http.get("/v1/inbox", headers=alice)
+        assert inbox.status_code == 200, inbox.text
+        found = [m for m in inbox.json()["messages"] if m["message_id"] == message_id]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"message {message_id} never reached the inbox")
+
+
 async def pending_approval(identity: Identity, alice: dict[str, str], approval_id: str) -> Any:
     answer = await identity.http.get(f"/v1/approvals/{approval_id}", headers=alice)
     assert answer.status_code == 200, answer.text
@@ -108,11 +120,8 @@ async def test_an_approved_extension_lets_the_task_spend_on(
     async with mesh(kafka_bootstrap, postgres_dsn, tmp_path) as (identity, ledgers, tenant, alice):
         requested = await run_out(ledgers, tenant, "t-approve")
         assert requested["hold"]["state"] == "exhausted"
-        # The request is in alice's inbox, naming the task and the amount.
-        inbox = await identity.http.get("/v1/inbox", headers=alice)
-        (message,) = [
-            m for m in inbox.json()["messages"] if m["message_id"] == requested["approval_id"]
-        ]
+        # The request reaches alice's inbox (identity delivers it from its Kafka command).
+        message = await inbox_message(identity, alice, requested["approval_id"])
         assert message["kind"] == "approval-request"
         assert "t-approve" in message["body"]
         assert "Allow 2000 more" in message["body"]

@@ -65,9 +65,8 @@ TransactionalHandler: TypeAlias = "Callable[[Event[P], Connection], Awaitable[No
 _log = logging.getLogger("mainstay.bus")
 _tracer = trace.get_tracer("mainstay_common.bus")
 _MAX_ERROR_MESSAGE = 2000
-# Each message of a group commit runs under a savepoint (a subtransaction);
-# PostgreSQL caches 64 subtransactions per backend before snapshots of every
-# other session slow down, so a group stays below that.
+# A failure rolls its whole group back and redoes it message by message, so a
+# group stays small enough that the redo is cheap.
 _MAX_GROUP = 60
 
 
@@ -96,6 +95,15 @@ class _Item(Generic[P]):
     tier: int
     partition: TopicPartition
     event: Event[P] | None = None
+
+
+class _GroupFailed(Exception):
+    """The handler of message ``index`` of a group commit raised ``error``."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(f"message {index} of the group failed: {error!r}")
+        self.index = index
+        self.error = error
 
 
 class _Progress:
@@ -258,76 +266,67 @@ class Consumer(Generic[P]):
     async def _flush(self, group: list[_Item[P]], progress: _Progress, kafka_consumer: Any) -> None:
         """Handle consecutive transactional messages, many per transaction."""
         remaining = [item for item in group if item.partition not in progress.stopped]
-        while remaining:
-            if len(remaining) == 1:
-                await self._handle_alone(remaining[0], progress, kafka_consumer)
-                return
-            try:
-                handled, failure = await self._group_commit(remaining)
-            except Exception:  # noqa: BLE001 - the transaction itself failed: go one by one
-                _log.warning(
-                    "group commit in %s failed; handling one by one", self.group, exc_info=True
+        if len(remaining) == 1:
+            await self._handle_alone(remaining[0], progress, kafka_consumer)
+            return
+        if not remaining:
+            return
+        try:
+            await self._group_commit(remaining)
+        except _GroupFailed as failed:
+            # All was rolled back: redo the messages before the failing one, continue
+            # the failing one after its failed attempt, then go on with the rest.
+            await self._flush(remaining[: failed.index], progress, kafka_consumer)
+            item = remaining[failed.index]
+            if item.partition not in progress.stopped:
+                assert item.event is not None
+                await self._after_failure(
+                    item, item.event.attempt, failed.error, progress, kafka_consumer
                 )
-                for item in remaining:
-                    if item.partition not in progress.stopped:
-                        await self._handle_alone(item, progress, kafka_consumer)
-                return
-            for item in remaining[:handled]:
+            await self._flush(remaining[failed.index + 1 :], progress, kafka_consumer)
+        except Exception:  # noqa: BLE001 - the transaction itself failed: go one by one
+            _log.warning(
+                "group commit in %s failed; handling one by one", self.group, exc_info=True
+            )
+            for item in remaining:
+                if item.partition not in progress.stopped:
+                    await self._handle_alone(item, progress, kafka_consumer)
+        else:
+            for item in remaining:
                 progress.settle(item)
-            if failure is None:
-                return
-            failed, exc = remaining[handled], failure
-            assert failed.event is not None
-            await self._after_failure(failed, failed.event.attempt, exc, progress, kafka_consumer)
-            remaining = [
-                item for item in remaining[handled + 1 :] if item.partition not in progress.stopped
-            ]
 
-    async def _group_commit(self, group: list[_Item[P]]) -> tuple[int, Exception | None]:
-        """Run handlers in one transaction, each under a savepoint, until one fails.
+    async def _group_commit(self, group: list[_Item[P]]) -> None:
+        """Run every handler of ``group`` in one transaction; a failing handler rolls the
+        whole group back and raises :class:`_GroupFailed` naming it.
 
-        Returns how many leading messages are now committed, and the exception of
-        the message after them (rolled back alone) or ``None`` when all succeeded.
+        Failures are rare, so the common case pays one commit (one fsync) for
+        the group and no per-message round trip (no savepoints).
         """
         assert self.database is not None
         started = time.perf_counter()
         outcomes: list[ConsumeOutcome] = []
-        failure: Exception | None = None
         async with self.database.pool.acquire() as conn, conn.transaction():
             fresh = await claim_inbox_many(
                 conn,
                 group=self.group,
                 events=[(item.event.id, item.record.topic) for item in group if item.event],
             )
-            for item in group:
+            for index, item in enumerate(group):
                 assert item.event is not None
                 if item.event.id not in fresh:
                     outcomes.append(ConsumeOutcome.DUPLICATE)
                     continue
                 fresh.discard(item.event.id)  # a repeat inside the same batch is a duplicate too
-                # A savepoint per message undoes a failing handler alone. It is
-                # never released: that would cost a round trip and gain nothing,
-                # as ROLLBACK TO targets the newest savepoint of the name.
-                await conn.execute("SAVEPOINT mainstay_message")
                 try:
                     with self._span(item):
                         await self.handler(item.event, conn)
-                except Exception as exc:  # noqa: BLE001 - classified by the caller
-                    failure = exc
-                    await conn.execute("ROLLBACK TO SAVEPOINT mainstay_message")
-                    # claims of this message and of those not run yet must not commit
-                    unrun = {i.event.id for i in group[len(outcomes) :] if i.event}
-                    await conn.execute(
-                        "DELETE FROM inbox WHERE group_id = $1 AND event_id = ANY($2::text[])",
-                        self.group,
-                        list(unrun),
-                    )
-                    break
+                except Exception as exc:
+                    self._count(item, None, time.perf_counter() - started)
+                    raise _GroupFailed(index, exc) from exc
                 outcomes.append(ConsumeOutcome.OK)
         seconds = (time.perf_counter() - started) / max(len(outcomes), 1)
-        for item, outcome in zip(group, outcomes, strict=False):
+        for item, outcome in zip(group, outcomes, strict=True):
             self._count(item, outcome, seconds)
-        return len(outcomes), failure
 
     async def _handle_alone(
         self,

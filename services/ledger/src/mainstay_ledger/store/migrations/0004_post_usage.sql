@@ -38,6 +38,42 @@ AS $$
     LIMIT 1
 $$;
 
+-- Add to the balances of accounts (parallel arrays: id, then the change of
+-- debits_pending, debits_posted, credits_pending, credits_posted), refusing
+-- (SQLSTATE 'ML422', the rule in DETAIL) a change that breaks a limit flag.
+CREATE FUNCTION add_balances(
+    p_ids text[], p_dq bigint[], p_dp bigint[], p_cq bigint[], p_cp bigint[]
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_broken text;
+    v_rule   text;
+BEGIN
+    WITH changed AS (
+        UPDATE accounts a SET debits_pending = a.debits_pending + d.dq,
+            debits_posted = a.debits_posted + d.dp, credits_pending = a.credits_pending + d.cq,
+            credits_posted = a.credits_posted + d.cp
+        FROM unnest(p_ids, p_dq, p_dp, p_cq, p_cp) AS d(id, dq, dp, cq, cp)
+        WHERE a.id = d.id
+        RETURNING a.id, CASE
+            WHEN a.flags @> '{debits_must_not_exceed_credits}'
+                 AND a.debits_pending + a.debits_posted > a.credits_posted
+                THEN 'exceeds_credits'
+            WHEN a.flags @> '{credits_must_not_exceed_debits}'
+                 AND a.credits_pending + a.credits_posted > a.debits_posted
+                THEN 'exceeds_debits'
+        END AS rule
+    )
+    SELECT id, rule INTO v_broken, v_rule FROM changed WHERE rule IS NOT NULL LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'ML422', DETAIL = v_rule,
+            MESSAGE = format('account ''%s'' would break its limit flag (%s)', v_broken, v_rule);
+    END IF;
+END
+$$;
+
 CREATE FUNCTION post_usage(
     p_tenant text,
     p_usage_id text,
@@ -85,7 +121,6 @@ DECLARE
     v_base       text := format('%s/usage/%s', p_tenant, p_usage_id);
     v_detail     jsonb := jsonb_build_object('usage_id', p_usage_id, 'resource', p_resource);
     v_code       text := 'usage.' || p_kind;
-    v_broken     text;
 BEGIN
     SELECT * INTO h FROM holds WHERE tenant = p_tenant AND task_id = p_task_id FOR UPDATE;
     has_hold := FOUND;
@@ -137,13 +172,17 @@ BEGIN
     v_overrun := v_cost - v_covered;
     v_payer := format('%s/agent/%s/%s', p_tenant, v_agent, v_currency);
     IF v_cost > 0 THEN
-        INSERT INTO accounts (id, tenant, kind, currency)
-        VALUES (v_expense, p_tenant, 'expense:' || p_kind, v_currency),
-               (v_payer, p_tenant, 'agent', v_currency)
-        ON CONFLICT (id) DO NOTHING;
-        -- in id order, as every posting locks accounts
+        -- in id order, as every posting locks accounts; created on first use
         PERFORM 1 FROM accounts WHERE id IN (v_expense, v_payer, h.account, h.agent_account)
             ORDER BY id FOR UPDATE;
+        IF NOT EXISTS (SELECT 1 FROM accounts WHERE id = v_expense)
+           OR NOT EXISTS (SELECT 1 FROM accounts WHERE id = v_payer) THEN
+            INSERT INTO accounts (id, tenant, kind, currency)
+            VALUES (v_expense, p_tenant, 'expense:' || p_kind, v_currency),
+                   (v_payer, p_tenant, 'agent', v_currency)
+            ON CONFLICT (id) DO NOTHING;
+            PERFORM 1 FROM accounts WHERE id IN (v_expense, v_payer) ORDER BY id FOR UPDATE;
+        END IF;
     END IF;
     IF v_covered > 0 THEN
         SELECT * INTO pending FROM transfers WHERE id = h.pending_id FOR UPDATE;
@@ -161,14 +200,9 @@ BEGIN
                     pending.remaining, v_covered);
         END IF;
         -- capture (pending -> posted on both sides), then pay the hold account out
-        UPDATE accounts a SET debits_pending = a.debits_pending + d.dq,
-            debits_posted = a.debits_posted + d.dp, credits_pending = a.credits_pending + d.cq,
-            credits_posted = a.credits_posted + d.cp
-        FROM (VALUES (pending.debit_account, -v_covered, v_covered, 0::bigint, 0::bigint),
-                     (h.account, 0::bigint, v_covered, -v_covered, v_covered),
-                     (v_expense, 0::bigint, 0::bigint, 0::bigint, v_covered))
-            AS d(id, dq, dp, cq, cp)
-        WHERE a.id = d.id;
+        PERFORM add_balances(ARRAY[pending.debit_account, h.account, v_expense],
+            ARRAY[-v_covered, 0, 0], ARRAY[v_covered, v_covered, 0],
+            ARRAY[0, -v_covered, 0], ARRAY[0, v_covered, v_covered]);
         UPDATE transfers SET remaining = remaining - v_covered WHERE id = pending.id;
         INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, code,
             kind, pending_id, task_id, step, detail)
@@ -178,27 +212,14 @@ BEGIN
                 'posted', NULL, p_task_id, p_step, v_detail);
     END IF;
     IF v_overrun > 0 THEN
-        UPDATE accounts SET debits_posted = debits_posted + v_overrun WHERE id = v_payer;
-        UPDATE accounts SET credits_posted = credits_posted + v_overrun WHERE id = v_expense;
+        PERFORM add_balances(ARRAY[v_payer, v_expense], ARRAY[0, 0], ARRAY[v_overrun, 0],
+            ARRAY[0, 0], ARRAY[0, v_overrun]);
         INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, code,
             kind, task_id, step, detail)
         VALUES (v_base || CASE WHEN has_hold THEN '/overrun' ELSE '/unreserved' END, p_tenant,
                 v_payer, v_expense, v_overrun, v_currency,
                 CASE WHEN has_hold THEN 'usage.overrun' ELSE 'usage.unreserved' END,
                 'posted', p_task_id, p_step, v_detail);
-    END IF;
-    IF v_cost > 0 THEN
-        SELECT id INTO v_broken FROM accounts
-        WHERE id IN (v_expense, v_payer, h.account, h.agent_account)
-          AND ((flags @> '{debits_must_not_exceed_credits}'
-                AND debits_pending + debits_posted > credits_posted)
-            OR (flags @> '{credits_must_not_exceed_debits}'
-                AND credits_pending + credits_posted > debits_posted))
-        LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION USING ERRCODE = 'ML422', DETAIL = 'exceeds_credits',
-                MESSAGE = format('account ''%s'' would break its limit flag', v_broken);
-        END IF;
     END IF;
     IF has_hold THEN
         v_exhausted := h.state = 'open' AND (v_overrun > 0 OR v_covered = v_left);
@@ -211,3 +232,8 @@ BEGIN
         CASE WHEN has_hold THEN h END;
 END
 $$;
+
+-- Transfers are read by task (holds, reports) and by id; per-account indexes
+-- cost every posting two more index writes and serve no query.
+DROP INDEX transfers_debit;
+DROP INDEX transfers_credit;
