@@ -6,9 +6,9 @@ committed only after the output is acknowledged by the broker):
 * raw: an aiokafka consumer polls a batch, produces one record per record read
   and waits for each acknowledgement, then commits the batch's offsets;
 * mainstay: a transactional bus subscriber validates each envelope and payload,
-  claims its inbox row in PostgreSQL (one transaction per polled batch, a
-  savepoint per message), publishes a validated, enveloped message per message
-  and waits for each acknowledgement, then commits the batch's offsets.
+  claims its inbox row in PostgreSQL (one transaction per polled batch),
+  publishes a validated, enveloped message per message and waits for each
+  acknowledgement, then commits the batch's offsets.
 
 ``ratio`` compares exactly that flow. ``mainstay_with_state_write_msgs_per_s``
 is the same subscriber also inserting one row per message in the same

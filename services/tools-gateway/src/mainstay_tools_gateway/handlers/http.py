@@ -66,9 +66,7 @@ class RegisterAnswer(BaseModel):
 
 
 def _owner(principal: Principal, tenant: str) -> None:
-    principal.require_tenant(
-        tenant, doing="credentials for another tenant (or for every tenant)"
-    )
+    principal.require_tenant(tenant, doing="credentials for another tenant (or for every tenant)")
 
 
 def create_router(gateway: ToolsGateway) -> APIRouter:
