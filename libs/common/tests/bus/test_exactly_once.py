@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Migration, Outbox, OutboxRelay
+from mainstay_common.db import (
+    LIBRARY_MIGRATIONS,
+    Database,
+    Migration,
+    Outbox,
+    OutboxRelay,
+    after_commit,
+)
 from mainstay_common.errors import DependencyUnavailable, InvalidMessage, RuleViolation
 from mainstay_common.settings import PostgresSettings
 
@@ -218,3 +225,39 @@ def test_invalid_payload_is_rejected_before_publishing(make_bus) -> None:
     bus = make_bus()
     with pytest.raises(InvalidMessage, match="amount"):
         bus.message(ORDERS, {"order_id": "o-1", "amount": -1})
+
+
+async def test_a_failure_in_a_group_commit_leaves_its_neighbours_committed_once(
+    make_bus, database: Database, kafka_bootstrap, topic_prefix
+) -> None:
+    """Five messages wait on one partition, so one poll hands them over together and they
+    share a transaction; the third fails for good. The group is rolled back and redone
+    around it: the others commit once (their after-commit work runs once), the third
+    goes to the DLQ and leaves nothing behind."""
+    async with make_bus(service="producer") as producer:
+        for amount, note in ((1, "a"), (2, "b"), (4, "reject"), (8, "d"), (16, "e")):
+            await producer.publish(ORDERS, order("g", amount, note=note))
+    bus = make_bus()
+    runs: list[str] = []
+    committed: list[str] = []
+
+    @bus.transactional_subscriber(ORDERS, handler="group", database=database)
+    async def group(event: Event[Order], tx: Connection) -> None:
+        note = event.payload.note
+        runs.append(note)
+        await _add_to_total(tx, event.payload)
+        if note == "reject":
+            raise RuleViolation("rejected")
+        after_commit(lambda: committed.append(note))
+
+    async with bus:
+        await wait_for(lambda: len(committed) == 4, what="the four good messages")
+        [letter] = await read_topic(kafka_bootstrap, f"{topic_prefix}shop.group.dlq", count=1)
+        await asyncio.sleep(0.3)
+    assert committed == ["a", "b", "d", "e"]
+    assert json.loads(letter.value)["note"] == "reject"
+    assert await _total(database, "g") == 27
+    # the handler of a message before the failing one may run again (its first run was
+    # rolled back); the failing one ran once: a permanent failure is not retried
+    assert runs.count("reject") == 1
+    assert set(runs) == {"a", "b", "reject", "d", "e"}

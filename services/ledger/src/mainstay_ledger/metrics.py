@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
+from mainstay_common.db import after_commit
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -13,7 +15,7 @@ __all__ = ["LedgerMetrics"]
 
 
 class LedgerMetrics:
-    """Counted as the ledger posts (a transaction rolled back afterwards is still counted)."""
+    """Counted once the posting's transaction commits (a rolled-back one counts nothing)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._spend = Counter(
@@ -42,12 +44,17 @@ class LedgerMetrics:
         )
 
     def spend(self, tenant: str, kind: str, currency: str, micros: int) -> None:
-        self._spend.labels(tenant=tenant, kind=kind, currency=currency).inc(micros)
+        after_commit(
+            lambda: self._spend.labels(tenant=tenant, kind=kind, currency=currency).inc(micros)
+        )
 
     def hold(self, tenant: str, *, denied: bool) -> None:
-        self._holds.labels(tenant=tenant, outcome="denied" if denied else "opened").inc()
-        if denied:
-            self._denials.labels(tenant=tenant).inc()
+        def count() -> None:
+            self._holds.labels(tenant=tenant, outcome="denied" if denied else "opened").inc()
+            if denied:
+                self._denials.labels(tenant=tenant).inc()
+
+        after_commit(count)
 
     def exhausted(self, tenant: str) -> None:
-        self._exhausted.labels(tenant=tenant).inc()
+        after_commit(lambda: self._exhausted.labels(tenant=tenant).inc())

@@ -10,10 +10,12 @@ For one handler (one consumer group) and each polled batch of records it:
 3. runs the handler. A transactional handler runs inside a PostgreSQL
    transaction that also claims the ``(group, ce_id)`` inbox row, so a
    redelivered message changes state once. Consecutive valid messages of a
-   batch share one transaction (group commit: one fsync for many messages); if
-   any handler of the group fails, the transaction is rolled back and each
-   message is handled again in its own transaction, so one failure never
-   affects its neighbours' outcome;
+   batch share one transaction (group commit: one fsync for many messages, no
+   round trip per message); if a handler of the group fails, the transaction
+   is rolled back, the messages before it are redone, the failing one
+   continues from its failed attempt, and the rest follow, so one failure
+   never affects its neighbours' outcome. A handler's work outside the
+   database goes through ``db.after_commit`` so a redo never repeats it;
 4. on failure, forwards the message to the next retry tier, or retries in place
    (blocking mode), or dead-letters it with the reason;
 5. commits, per partition, the offset after the last message whose outcome is
@@ -38,6 +40,7 @@ from pydantic import BaseModel
 
 from mainstay_common.bus._envelope import Event, decode_headers, merge_headers, parse_event
 from mainstay_common.bus._routing import RetryPolicy, dlq_topic, retry_topic, tier_of
+from mainstay_common.db._hooks import commit_hooks, run_hooks
 from mainstay_common.db._inbox import claim_inbox, claim_inbox_many
 from mainstay_common.errors import InvalidMessage, MainstayError, is_retryable
 from mainstay_common.telemetry.metrics import ConsumeOutcome
@@ -305,25 +308,28 @@ class Consumer(Generic[P]):
         assert self.database is not None
         started = time.perf_counter()
         outcomes: list[ConsumeOutcome] = []
-        async with self.database.pool.acquire() as conn, conn.transaction():
-            fresh = await claim_inbox_many(
-                conn,
-                group=self.group,
-                events=[(item.event.id, item.record.topic) for item in group if item.event],
-            )
-            for index, item in enumerate(group):
-                assert item.event is not None
-                if item.event.id not in fresh:
-                    outcomes.append(ConsumeOutcome.DUPLICATE)
-                    continue
-                fresh.discard(item.event.id)  # a repeat inside the same batch is a duplicate too
-                try:
-                    with self._span(item):
-                        await self.handler(item.event, conn)
-                except Exception as exc:
-                    self._count(item, None, time.perf_counter() - started)
-                    raise _GroupFailed(index, exc) from exc
-                outcomes.append(ConsumeOutcome.OK)
+        with commit_hooks() as hooks:
+            async with self.database.pool.acquire() as conn, conn.transaction():
+                fresh = await claim_inbox_many(
+                    conn,
+                    group=self.group,
+                    events=[(item.event.id, item.record.topic) for item in group if item.event],
+                )
+                for index, item in enumerate(group):
+                    assert item.event is not None
+                    if item.event.id not in fresh:
+                        outcomes.append(ConsumeOutcome.DUPLICATE)
+                        continue
+                    # a repeat inside the same batch is a duplicate too
+                    fresh.discard(item.event.id)
+                    try:
+                        with self._span(item):
+                            await self.handler(item.event, conn)
+                    except Exception as exc:
+                        self._count(item, None, time.perf_counter() - started)
+                        raise _GroupFailed(index, exc) from exc
+                    outcomes.append(ConsumeOutcome.OK)
+        run_hooks(hooks)
         seconds = (time.perf_counter() - started) / max(len(outcomes), 1)
         for item, outcome in zip(group, outcomes, strict=True):
             self._count(item, outcome, seconds)
@@ -376,10 +382,14 @@ class Consumer(Generic[P]):
         if self.database is None:
             await self.handler(event)
             return ConsumeOutcome.OK
-        async with self.database.pool.acquire() as conn, conn.transaction():
-            if not await claim_inbox(conn, group=self.group, event_id=event.id, topic=event.topic):
-                return ConsumeOutcome.DUPLICATE
-            await self.handler(event, conn)
+        with commit_hooks() as hooks:
+            async with self.database.pool.acquire() as conn, conn.transaction():
+                if not await claim_inbox(
+                    conn, group=self.group, event_id=event.id, topic=event.topic
+                ):
+                    return ConsumeOutcome.DUPLICATE
+                await self.handler(event, conn)
+        run_hooks(hooks)
         return ConsumeOutcome.OK
 
     def _count(self, item: _Item[P], outcome: str | None, seconds: float) -> None:

@@ -9,6 +9,7 @@ from mainstay_common.db._database import (
     load_migrations,
     redact_dsn,
 )
+from mainstay_common.db._hooks import after_commit, commit_hooks, run_hooks
 from mainstay_common.db._inbox import claim_inbox, claim_inbox_many, purge_inbox
 from mainstay_common.db._listener import Listener
 from mainstay_common.db._outbox import Outbox, OutboxRelay
@@ -21,11 +22,14 @@ __all__ = [
     "Migration",
     "Outbox",
     "OutboxRelay",
+    "after_commit",
     "claim_inbox",
     "claim_inbox_many",
+    "commit_hooks",
     "load_migrations",
     "purge_inbox",
     "redact_dsn",
+    "run_hooks",
 ]
 
 LIBRARY_MIGRATIONS = load_migrations(

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from rich.table import Table
 
 from mainstay_common.bus import Bus, Event, dlq_topic, group_id
-from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Migration
+from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Migration, after_commit
 from mainstay_common.errors import DependencyUnavailable, RuleViolation
 from mainstay_common.settings import KafkaSettings, PostgresSettings, RetrySettings
 from mainstay_common.testing import read_records
@@ -103,7 +103,7 @@ async def run_demo(bootstrap: str, dsn: str, console: Console) -> DemoReport:
         @bus.transactional_subscriber(PROBE, handler="probe", database=db)
         async def probe(event: Event[ProbeCommand], tx: Connection) -> None:
             command = event.payload
-            report.attempts.setdefault(command.probe_id, []).append(event.attempt)
+            attempt = event.attempt
             if command.reject:
                 raise RuleViolation(f"probe {command.probe_id} asked to be rejected")
             if event.attempt <= command.fail_attempts:
@@ -113,9 +113,14 @@ async def run_demo(bootstrap: str, dsn: str, console: Console) -> DemoReport:
                 f"{run}:{command.probe_id}",
                 event.attempt,
             )
-            report.handled.append(command.probe_id)
-            if len(report.handled) >= 2:
-                both_handled.set()
+
+            def handled() -> None:  # once committed: a rolled-back try leaves no trace
+                report.attempts.setdefault(command.probe_id, []).append(attempt)
+                report.handled.append(command.probe_id)
+                if len(report.handled) >= 2:
+                    both_handled.set()
+
+            after_commit(handled)
 
         async with bus:
             now = datetime.now(UTC)
@@ -153,7 +158,7 @@ def _print(report: DemoReport, console: Console) -> None:
     flaky = report.attempts.get("flaky", [])
     table.add_row(
         "probe 'flaky' (fails twice)",
-        str(len(flaky)),
+        str(flaky[-1]) if flaky else "-",
         "retried via retry.1, retry.2, then handled"
         if "flaky" in report.handled
         else "[red]not handled[/]",
