@@ -43,7 +43,7 @@ def usage(tenant: str, task: str, **fields: Any) -> RecordUsageCommand:
     return RecordUsageCommand(**values)
 
 
-async def set_price(ledger: Ledgers, tenant: str, item: str, **prices: int) -> dict[str, Any]:
+async def set_price(ledger: Ledgers, tenant: str, item: str, **prices: Any) -> dict[str, Any]:
     assert ledger.http is not None
     answer = await ledger.http.post(
         "/v1/prices",
@@ -248,6 +248,17 @@ async def test_bad_commands_go_to_the_dlq_with_the_reason_and_post_nothing(
     assert (
         "no price for 'model:unknown-model'" in reasons[unpriced.usage_id]["mainstay-error-message"]
     )
+    # a price in another currency than the hold's
+    await set_price(ledger, tenant, "model:euro-model", currency="EUR", input_per_mtok=1_000_000)
+    await open_hold(ledger, tenant, "usd-task", 1_000)
+    euro = usage(tenant, "usd-task", resource="euro-model", input_tokens=1_000)
+    await ledger.send(RECORD_USAGE, euro)
+    [mismatch] = await ledger.dead_letters(
+        "record-usage", 1, lambda r: json.loads(r.value)["usage_id"] == euro.usage_id
+    )
+    headers = {k: v.decode() for k, v in mismatch.headers}
+    assert headers["mainstay-error-type"] == "CurrencyMismatch"
+    assert "priced in EUR" in headers["mainstay-error-message"]
     # closing a hold no one opened
     await ledger.send(CLOSE_HOLD, CloseHoldCommand(tenant=tenant, task_id="never-opened"))
     missing = await ledger.dead_letters(
@@ -256,8 +267,10 @@ async def test_bad_commands_go_to_the_dlq_with_the_reason_and_post_nothing(
     assert {k: v.decode() for k, v in missing[0].headers}["mainstay-error-class"] == "permanent"
     rows = await ledger.fetch("SELECT count(*) AS n FROM usage WHERE tenant = $1", tenant)
     assert rows[0]["n"] == 0
-    holds = await ledger.fetch("SELECT task_id FROM holds WHERE tenant = $1", tenant)
-    assert [r["task_id"] for r in holds] == ["open"]
+    holds = await ledger.fetch(
+        "SELECT task_id, spent FROM holds WHERE tenant = $1 ORDER BY task_id", tenant
+    )
+    assert [(r["task_id"], r["spent"]) for r in holds] == [("open", 0), ("usd-task", 0)]
     await ledger.check_invariants()
 
 
