@@ -50,11 +50,14 @@ def test_public_names_are_stable() -> None:
         "Migration",
         "Outbox",
         "OutboxRelay",
+        "after_commit",
         "claim_inbox",
         "claim_inbox_many",
+        "commit_hooks",
         "load_migrations",
         "purge_inbox",
         "redact_dsn",
+        "run_hooks",
     ]
 
 
