@@ -1,0 +1,1 @@
+"""Mainstay supervisor: the control plane of the mesh."""
