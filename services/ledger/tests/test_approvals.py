@@ -155,6 +155,7 @@ async def test_a_denied_extension_is_announced_with_who_and_why(
 ) -> None:
     async with mesh(kafka_bootstrap, postgres_dsn, tmp_path) as (identity, ledgers, tenant, alice):
         requested = await run_out(ledgers, tenant, "t-deny")
+        await inbox_message(identity, alice, requested["approval_id"])
         decided = await identity.http.post(
             f"/v1/approvals/{requested['approval_id']}/decision",
             json={"decision": "deny", "reason": "too expensive"},
@@ -186,6 +187,7 @@ async def test_an_unanswered_extension_is_denied_at_its_deadline(
             1, lambda e: e["task_id"] == "t-late" and e["type"] == "hold.extension-denied"
         )
         assert denied[0]["reason"] == "no answer before the deadline"
+        await inbox_message(identity, alice, requested["approval_id"])
         # Answering after the deadline changes nothing.
         late = await identity.http.post(
             f"/v1/approvals/{requested['approval_id']}/decision",
