@@ -32,7 +32,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -42,6 +41,7 @@ from mainstay_common.auth import TokenSigner
 from mainstay_common.bus import Bus
 from mainstay_common.devstack import free_port
 from mainstay_common.settings import KafkaSettings
+from mainstay_common.testing import temporary_database
 from mainstay_contracts.ledger import (
     OPEN_HOLD,
     RECORD_USAGE,
@@ -83,17 +83,15 @@ async def raw_round(dsn: str, rows: int) -> float:
         await connection.close()
 
 
-async def posted(dsn: str) -> int:
-    connection = await asyncpg.connect(dsn, server_settings={"search_path": "ledger"})
-    try:
-        return int(await connection.fetchval("SELECT count(*) FROM usage"))
-    finally:
-        await connection.close()
+async def posted(ledger_db: asyncpg.Connection) -> int:
+    return int(await ledger_db.fetchval("SELECT count(*) FROM ledger.usage"))
 
 
-async def ledger_round(bus: Bus, dsn: str, tasks: Sequence[str], count: int) -> float:
+async def ledger_round(
+    bus: Bus, ledger_db: asyncpg.Connection, tasks: Sequence[str], count: int
+) -> float:
     """Usage records per second from the first publish until all are posted."""
-    before = await posted(dsn)
+    before = await posted(ledger_db)
     now = datetime.now(UTC)
     messages = [
         bus.message(
@@ -116,23 +114,18 @@ async def ledger_round(bus: Bus, dsn: str, tasks: Sequence[str], count: int) -> 
     for start in range(0, count, 500):
         await bus.send_many(messages[start : start + 500])
     while True:  # the ledger posts in its own process: poll its table
-        if await posted(dsn) >= before + count:
+        if await posted(ledger_db) >= before + count:
             break
         await asyncio.sleep(0.02)
     return count / (time.perf_counter() - started)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    async with stack() as (bootstrap, postgres_dsn):
-        database = f"ledger_bench_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(postgres_dsn)
-        await admin.execute(f'CREATE DATABASE "{database}"')
-        dsn = urlunsplit(urlsplit(postgres_dsn)._replace(path=f"/{database}"))
-        try:
-            return await measure(args, bootstrap, dsn)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            await admin.close()
+    async with (
+        stack() as (bootstrap, postgres_dsn),
+        temporary_database(postgres_dsn, prefix="ledger_bench") as dsn,
+    ):
+        return await measure(args, bootstrap, dsn)
 
 
 async def measure(args: argparse.Namespace, bootstrap: str, dsn: str) -> dict[str, Any]:
@@ -175,15 +168,20 @@ async def measure(args: argparse.Namespace, bootstrap: str, dsn: str) -> dict[st
                 OPEN_HOLD,
                 OpenHoldCommand(tenant=TENANT, task_id=task, agent="bench", amount=10**15),
             )
-        log("warming up")
-        await ledger_round(bus, dsn, tasks, 300)
-        await raw_round(dsn, 300)
-        raw: list[float] = []
-        ledger: list[float] = []
-        for round_number in range(args.rounds):
-            raw.append(await raw_round(dsn, args.rows))
-            ledger.append(await ledger_round(bus, dsn, tasks, args.rows))
-            log(f"round {round_number + 1}: raw {raw[-1]:.0f}/s, ledger {ledger[-1]:.0f}/s")
+        # One connection counts posted usage for the whole run (the ledger has migrated).
+        ledger_db = await asyncpg.connect(dsn)
+        try:
+            log("warming up")
+            await ledger_round(bus, ledger_db, tasks, 300)
+            await raw_round(dsn, 300)
+            raw: list[float] = []
+            ledger: list[float] = []
+            for round_number in range(args.rounds):
+                raw.append(await raw_round(dsn, args.rows))
+                ledger.append(await ledger_round(bus, ledger_db, tasks, args.rows))
+                log(f"round {round_number + 1}: raw {raw[-1]:.0f}/s, ledger {ledger[-1]:.0f}/s")
+        finally:
+            await ledger_db.close()
     raw_rate, ledger_rate = statistics.median(raw), statistics.median(ledger)
     return {
         "benchmark": "ledger",

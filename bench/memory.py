@@ -102,7 +102,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import numpy as np
@@ -125,6 +124,7 @@ from mainstay_common.auth import TokenSigner
 from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations
 from mainstay_common.grpc import create_channel
 from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings
+from mainstay_common.testing import with_database
 from mainstay_memory.app import MIGRATIONS, SCHEMA, MemoryApp
 from mainstay_memory.domain.ports import IndexedVector, VectorFilter
 from mainstay_memory.settings import EmbeddingSettings, MemorySettings, VectorSettings
@@ -465,11 +465,6 @@ async def measure(
 
 
 # -- the run ---------------------------------------------------------------------
-
-
-def with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @contextlib.asynccontextmanager

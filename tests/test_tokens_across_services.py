@@ -13,9 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import grpc
 import httpx
 import jwt
@@ -28,6 +26,7 @@ from mainstay.memory.v1 import memory_pb2_grpc
 from mainstay_common.auth import TokenSigner
 from mainstay_common.grpc import create_channel
 from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings
+from mainstay_common.testing import temporary_database
 from mainstay_identity.app import IdentityApp
 from mainstay_identity.settings import IdentitySettings
 from mainstay_memory.app import MemoryApp
@@ -40,10 +39,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
 pytestmark = pytest.mark.real
-
-
-def with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
 
 
 @dataclass
@@ -103,60 +98,54 @@ async def mesh(
     home = tmp_path_factory.mktemp("mesh")
     operator = TokenSigner.generate()  # signs the operators' admin tokens
     (home / "jwks.json").write_text(json.dumps(operator.jwks()))
-    database = f"identity_test_{uuid.uuid4().hex[:8]}"
-    admin_db = await asyncpg.connect(postgres_dsn)
-    await admin_db.execute(f'CREATE DATABASE "{database}"')
     kafka = KafkaSettings(
         bootstrap=kafka_bootstrap,
         topic_prefix=f"r{uuid.uuid4().hex[:8]}.",
         session_timeout_ms=2000,
         heartbeat_interval_ms=300,
     )
-    identity_settings = IdentitySettings(
-        http_port=0,
-        shutdown_grace_s=2.0,
-        kafka=kafka,
-        postgres=PostgresSettings(dsn=with_database(postgres_dsn, database)),
-        auth=AuthSettings(jwks_file=str(home / "jwks.json")),
-        key_secrets=[Fernet.generate_key().decode()],
-    )
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            identity = await stack.enter_async_context(IdentityApp(identity_settings))
-            base = f"http://127.0.0.1:{identity.http_port}"
-            auth = AuthSettings(
-                jwks_url=f"{base}/.well-known/jwks.json",
-                jwks_file=None,
-                revocations_url=f"{base}/v1/revocations",
-                revocations_poll_s=0.2,
-            )
-            common: dict[str, Any] = {
-                "http_port": 0,
-                "shutdown_grace_s": 2.0,
-                "kafka": kafka,
-                "postgres": PostgresSettings(dsn=postgres_dsn),
-                "auth": auth,
-            }
-            memory = await stack.enter_async_context(
-                MemoryApp(MemorySettings(grpc_port=0, **common))
-            )
-            tools = await stack.enter_async_context(
-                ToolsGatewayApp(ToolsGatewaySettings(vault_keys=[Vault.generate_key()], **common))
-            )
-            channel = create_channel(f"127.0.0.1:{memory.grpc_port}")
-            stack.push_async_callback(channel.close)
-            yield Mesh(
-                identity=identity,
-                http=await stack.enter_async_context(httpx.AsyncClient(base_url=base)),
-                tools=await stack.enter_async_context(
-                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{tools.http_port}")
-                ),
-                memory=memory_pb2_grpc.MemoryServiceStub(channel),
-                operator=operator,
-            )
-    finally:
-        await admin_db.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin_db.close()
+    async with contextlib.AsyncExitStack() as stack:
+        identity_dsn = await stack.enter_async_context(
+            temporary_database(postgres_dsn, prefix="identity_test")
+        )
+        identity_settings = IdentitySettings(
+            http_port=0,
+            shutdown_grace_s=2.0,
+            kafka=kafka,
+            postgres=PostgresSettings(dsn=identity_dsn),
+            auth=AuthSettings(jwks_file=str(home / "jwks.json")),
+            key_secrets=[Fernet.generate_key().decode()],
+        )
+        identity = await stack.enter_async_context(IdentityApp(identity_settings))
+        base = f"http://127.0.0.1:{identity.http_port}"
+        auth = AuthSettings(
+            jwks_url=f"{base}/.well-known/jwks.json",
+            jwks_file=None,
+            revocations_url=f"{base}/v1/revocations",
+            revocations_poll_s=0.2,
+        )
+        common: dict[str, Any] = {
+            "http_port": 0,
+            "shutdown_grace_s": 2.0,
+            "kafka": kafka,
+            "postgres": PostgresSettings(dsn=postgres_dsn),
+            "auth": auth,
+        }
+        memory = await stack.enter_async_context(MemoryApp(MemorySettings(grpc_port=0, **common)))
+        tools = await stack.enter_async_context(
+            ToolsGatewayApp(ToolsGatewaySettings(vault_keys=[Vault.generate_key()], **common))
+        )
+        channel = create_channel(f"127.0.0.1:{memory.grpc_port}")
+        stack.push_async_callback(channel.close)
+        yield Mesh(
+            identity=identity,
+            http=await stack.enter_async_context(httpx.AsyncClient(base_url=base)),
+            tools=await stack.enter_async_context(
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{tools.http_port}")
+            ),
+            memory=memory_pb2_grpc.MemoryServiceStub(channel),
+            operator=operator,
+        )
 
 
 async def test_a_revoked_token_and_a_revoked_client_are_refused_by_memory(mesh: Mesh) -> None:

@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING
 
 import pytest_asyncio
 
-from mainstay_identity.testing import Identity, new_tenant, running_identity, with_database
+from mainstay_identity.testing import Identity, new_tenant, running_identity
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     import pytest
 
-__all__ = ["Identity", "new_tenant", "running_identity", "with_database"]
+__all__ = ["Identity", "new_tenant", "running_identity"]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -11,22 +11,22 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
+import pytest
 import pytest_asyncio
 
 from mainstay_common.auth import TokenSigner
 from mainstay_common.bus import Bus
 from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings, RetrySettings
-from mainstay_common.testing import read_records
+from mainstay_common.testing import read_records, temporary_database
 from mainstay_contracts.ledger import LEDGER_EVENTS
-from mainstay_identity.testing import with_database
 from mainstay_ledger.app import LedgerApp
 from mainstay_ledger.settings import LedgerSettings
 
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable
-    from pathlib import Path
+from .machines import DSN
 
-    import pytest
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+    from pathlib import Path
 
     from mainstay_contracts import TopicSpec
 
@@ -222,19 +222,6 @@ def new_tenant() -> str:
 
 
 @contextlib.asynccontextmanager
-async def ledger_database(postgres_dsn: str) -> AsyncIterator[str]:
-    """A database of its own, dropped afterwards; yields its DSN."""
-    name = f"ledger_test_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(postgres_dsn, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-@contextlib.asynccontextmanager
 async def running_ledgers(
     kafka_bootstrap: str,
     postgres_dsn: str,
@@ -254,7 +241,7 @@ async def running_ledgers(
         session_timeout_ms=2000,
         heartbeat_interval_ms=300,
     )
-    async with ledger_database(postgres_dsn) as dsn:
+    async with temporary_database(postgres_dsn, prefix="ledger_test") as dsn:
         ledgers = Ledgers(kafka=kafka, dsn=dsn, signer=signer, jwks=jwks, overrides=overrides)
         try:
             for _ in range(instances):
@@ -279,3 +266,11 @@ async def ledger(
     home = tmp_path_factory.mktemp("ledger")
     async with running_ledgers(kafka_bootstrap, postgres_dsn, home) as running:
         yield running
+
+
+@pytest.fixture
+def machine_dsn(postgres_dsn: str) -> Iterator[None]:
+    """Points the state machines of :mod:`.machines` at the test server."""
+    DSN[:] = [postgres_dsn]
+    yield
+    DSN.clear()

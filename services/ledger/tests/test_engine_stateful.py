@@ -10,30 +10,26 @@ transaction that is then rolled back: nothing of it may remain.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import invariant, rule
 
-from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations
 from mainstay_common.errors import InvalidArgument
-from mainstay_common.settings import PostgresSettings
 from mainstay_ledger import engine
 from mainstay_ledger.engine import DEBITS_MUST_NOT_EXCEED_CREDITS, LedgerRejection
 
+from .machines import DatabaseMachine, run_machine
+
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable
 
 pytestmark = pytest.mark.real
 
-MIGRATIONS = Path(engine.__file__).parent / "store" / "migrations"
 TENANT = "acme"
 TASKS = 3
 
@@ -56,13 +52,9 @@ class Model:
         b[0], b[1], b[2], b[3] = b[0] + dp, b[1] + dpo, b[2] + cp, b[3] + cpo
 
 
-class LedgerMachine(RuleBasedStateMachine):
+class LedgerMachine(DatabaseMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.schema = f"ledger_test_{uuid.uuid4().hex[:8]}"
-        self.db = Database(PostgresSettings(dsn=DSN[0], pool_max_size=2), schema=self.schema)
-        self.run(self._setup())
         self.model = Model()
         accounts = {"funding": (), "agent": (DEBITS_MUST_NOT_EXCEED_CREDITS,), "provider": ()}
         accounts |= {f"hold:{t}": () for t in range(TASKS)}
@@ -77,13 +69,6 @@ class LedgerMachine(RuleBasedStateMachine):
             self.model.balances[name] = [0, 0, 0, 0]
         self.hold_seq = 0
 
-    def run(self, coro: Awaitable[Any]) -> Any:
-        return self.loop.run_until_complete(coro)  # type: ignore[arg-type]
-
-    async def _setup(self) -> None:
-        await self.db.start()
-        await self.db.migrate(LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="ledger"))
-
     async def tx(self, fn: Callable[[Any], Awaitable[Any]], *, crash: bool = False) -> Any:
         async with self.db.pool.acquire() as conn:
             try:
@@ -94,14 +79,6 @@ class LedgerMachine(RuleBasedStateMachine):
                     return result
             except Rollback:
                 return None
-
-    def teardown(self) -> None:
-        async def drop() -> None:
-            await self.db.execute(f'DROP SCHEMA "{self.schema}" CASCADE')
-            await self.db.close()
-
-        self.run(drop())
-        self.loop.close()
 
     # -- operations ------------------------------------------------------------
 
@@ -209,30 +186,17 @@ class LedgerMachine(RuleBasedStateMachine):
         hid = data.draw(st.sampled_from(self._holds()))
         hold = self.model.holds[hid]
         predicted = None if hold["state"] == "open" else "pending_resolved"
-        if expire:
-
-            async def op(c: Any) -> Any:
-                await c.execute(
-                    "UPDATE transfers SET timeout_at = now() - interval '1 second' WHERE id = $1",
-                    hid,
-                )
-                return await engine.expire_due(c)
-
-            result = self.run(self.tx(op, crash=crash))
-            if crash:
-                return
-            assert [t.pending_id for t in result] == ([hid] if predicted is None else [])
-        else:
-            rid = f"void-{uuid.uuid4().hex[:8]}"
-            self._expect(
-                lambda c: engine.resolve(
-                    c, id=rid, tenant=TENANT, pending_id=hid, kind="void", code="hold.closed"
-                ),
-                predicted,
-                crash,
-            )
-            if crash:
-                return
+        kind: Literal["void", "expire"] = "expire" if expire else "void"
+        rid = f"{kind}-{uuid.uuid4().hex[:8]}"
+        self._expect(
+            lambda c: engine.resolve(
+                c, id=rid, tenant=TENANT, pending_id=hid, kind=kind, code=f"hold.{kind}"
+            ),
+            predicted,
+            crash,
+        )
+        if crash:
+            return
         if predicted is None:
             self.model.add("agent", dp=-hold["remaining"])
             self.model.add(f"hold:{hold['task']}", cp=-hold["remaining"])
@@ -372,23 +336,6 @@ class LedgerMachine(RuleBasedStateMachine):
             )
 
 
-DSN: list[str] = []
-
-
-@pytest.fixture
-def dsn(postgres_dsn: str) -> Iterator[None]:
-    DSN[:] = [postgres_dsn]
-    yield
-    DSN.clear()
-
-
-@pytest.mark.usefixtures("dsn")
+@pytest.mark.usefixtures("machine_dsn")
 def test_the_books_always_balance() -> None:
-    run = LedgerMachine.TestCase
-    run.settings = settings(
-        max_examples=60,
-        stateful_step_count=40,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
-    run().runTest()
+    run_machine(LedgerMachine, examples=60, steps=40)

@@ -11,38 +11,35 @@ with the model and every invariant of :func:`conftest.check_invariants` hold.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from mainstay_common.bus import Bus
-from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Outbox, claim_inbox, load_migrations
+from mainstay_common.db import Outbox, claim_inbox
 from mainstay_common.errors import NotFound
-from mainstay_common.settings import KafkaSettings, PostgresSettings
+from mainstay_common.settings import KafkaSettings
 from mainstay_contracts.identity import ApprovalEvent
 from mainstay_contracts.ledger import CloseHoldCommand, OpenHoldCommand, RecordUsageCommand
-from mainstay_ledger import engine, pricebook
+from mainstay_ledger import pricebook
 from mainstay_ledger.holds import HoldRejected, Ledger
 from mainstay_ledger.settings import LedgerSettings
 
 from .conftest import check_invariants
+from .machines import DatabaseMachine, run_machine
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable
 
     from mainstay_common.db import Connection
 
 pytestmark = pytest.mark.real
 
-MIGRATIONS = Path(engine.__file__).parent / "store" / "migrations"
 TENANT = "acme"
 TASKS = ("t0", "t1", "t2", "t3")
 PER_CALL = 700
@@ -76,13 +73,10 @@ class Model:
         return sum(self.costs.values()) + reserved
 
 
-class ServiceMachine(RuleBasedStateMachine):
+class ServiceMachine(DatabaseMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.schema = f"ledger_svc_{uuid.uuid4().hex[:8]}"
-        self.db = Database(PostgresSettings(dsn=DSN[0], pool_max_size=2), schema=self.schema)
-        self.run(self._setup())
+        self.run(self._seed())
         bus = Bus(service="ledger", kafka=KafkaSettings(topic_prefix=""))
         self.ledger = Ledger(
             self.db, bus, Outbox(self.db), LedgerSettings(close_grace_s=0, currency="USD")
@@ -91,12 +85,7 @@ class ServiceMachine(RuleBasedStateMachine):
         self.sent: list[RecordUsageCommand] = []
         self.delivered: list[tuple[str, Callable[[Connection], Awaitable[Any]]]] = []
 
-    def run(self, coro: Awaitable[Any]) -> Any:
-        return self.loop.run_until_complete(coro)  # type: ignore[arg-type]
-
-    async def _setup(self) -> None:
-        await self.db.start()
-        await self.db.migrate(LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="ledger"))
+    async def _seed(self) -> None:
         async with self.db.pool.acquire() as conn, conn.transaction():
             await pricebook.set_price(conn, item="tool:search", currency="USD", per_call=PER_CALL)
             await conn.execute(
@@ -105,14 +94,6 @@ class ServiceMachine(RuleBasedStateMachine):
                 TENANT,
                 HARD_LIMIT,
             )
-
-    def teardown(self) -> None:
-        async def drop() -> None:
-            await self.db.execute(f'DROP SCHEMA "{self.schema}" CASCADE')
-            await self.db.close()
-
-        self.run(drop())
-        self.loop.close()
 
     # -- delivering, as the bus does ------------------------------------------------
 
@@ -305,23 +286,6 @@ class ServiceMachine(RuleBasedStateMachine):
         self.run(check_invariants(self.db.fetch))
 
 
-DSN: list[str] = []
-
-
-@pytest.fixture
-def dsn(postgres_dsn: str) -> Iterator[None]:
-    DSN[:] = [postgres_dsn]
-    yield
-    DSN.clear()
-
-
-@pytest.mark.usefixtures("dsn")
+@pytest.mark.usefixtures("machine_dsn")
 def test_holds_usage_and_answers_keep_the_books() -> None:
-    run = ServiceMachine.TestCase
-    run.settings = settings(
-        max_examples=30,
-        stateful_step_count=30,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
-    run().runTest()
+    run_machine(ServiceMachine, examples=30, steps=30)

@@ -45,6 +45,7 @@ def test_public_names() -> None:
         "RetryableError",
         "RuleViolation",
         "Unauthenticated",
+        "describe_validation_error",
         "grpc_status_for",
         "http_status_for",
         "is_retryable",

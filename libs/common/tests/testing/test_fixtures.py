@@ -19,7 +19,13 @@ _schemas_seen: list[tuple[str, str]] = []
 
 
 def test_public_names_are_stable() -> None:
-    assert testing.__all__ == ["StackAddresses", "read_records", "start_test_stack"]
+    assert testing.__all__ == [
+        "StackAddresses",
+        "read_records",
+        "start_test_stack",
+        "temporary_database",
+        "with_database",
+    ]
 
 
 def test_the_stack_addresses_are_a_frozen_value(mainstay_stack: StackAddresses) -> None:

@@ -11,19 +11,17 @@ import json
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 from cryptography.fernet import Fernet
 
 from mainstay_common.auth import TokenSigner
 from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings
-from mainstay_common.testing import read_records
+from mainstay_common.testing import read_records, temporary_database
 from mainstay_identity.app import IdentityApp
 from mainstay_identity.settings import IdentitySettings
 
-__all__ = ["Identity", "new_tenant", "running_identity", "with_database"]
+__all__ = ["Identity", "new_tenant", "running_identity"]
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -107,40 +105,30 @@ async def running_identity(
     """An identity service on a database of its own (``overrides`` are settings)."""
     # A database of its own: signing keys are encrypted with this instance's
     # key secret, and another run's keys must not be in the way.
-    database = f"identity_test_{uuid.uuid4().hex[:8]}"
-    admin_connection = await asyncpg.connect(postgres_dsn)
-    await admin_connection.execute(f'CREATE DATABASE "{database}"')
     admin = TokenSigner.generate()
     (home / "jwks.json").write_text(json.dumps(admin.jwks()))
-    settings = IdentitySettings(
-        **{
-            "http_port": 0,
-            "shutdown_grace_s": 2.0,
-            "kafka": KafkaSettings(
-                bootstrap=kafka_bootstrap,
-                topic_prefix=f"i{uuid.uuid4().hex[:8]}.",
-                session_timeout_ms=2000,
-                heartbeat_interval_ms=300,
-            ),
-            "postgres": PostgresSettings(dsn=with_database(postgres_dsn, database)),
-            "auth": AuthSettings(jwks_file=str(home / "jwks.json")),
-            "key_secrets": [Fernet.generate_key().decode()],
-            "token_ttl_s": 60,
-            "failed_attempts_per_minute": 5,
-            "approval_sweep_s": 0.2,
-            **overrides,
-        }
-    )
-    try:
+    async with temporary_database(postgres_dsn, prefix="identity_test") as dsn:
+        settings = IdentitySettings(
+            **{
+                "http_port": 0,
+                "shutdown_grace_s": 2.0,
+                "kafka": KafkaSettings(
+                    bootstrap=kafka_bootstrap,
+                    topic_prefix=f"i{uuid.uuid4().hex[:8]}.",
+                    session_timeout_ms=2000,
+                    heartbeat_interval_ms=300,
+                ),
+                "postgres": PostgresSettings(dsn=dsn),
+                "auth": AuthSettings(jwks_file=str(home / "jwks.json")),
+                "key_secrets": [Fernet.generate_key().decode()],
+                "token_ttl_s": 60,
+                "failed_attempts_per_minute": 5,
+                "approval_sweep_s": 0.2,
+                **overrides,
+            }
+        )
         async with (
             IdentityApp(settings) as app,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=30) as http,
         ):
             yield Identity(app=app, kafka=settings.kafka, admin=admin, http=http)
-    finally:
-        await admin_connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin_connection.close()
-
-
-def with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))

@@ -22,6 +22,10 @@ fields is refused. Kinds:
 * ``void`` / ``expire``: what remains of a pending transfer is released.
   A pending transfer is resolved at most once (a unique index says so too).
 
+The service posts usage with the schema's ``post_usage`` function, which
+applies :func:`capture`'s rules in one round trip; :func:`capture` stays the
+reference those rules are tested against (``tests/test_engine_stateful.py``).
+
 Every function here runs inside a transaction the caller holds, and locks
 the accounts it touches in id order, so concurrent postings serialise per
 account and never deadlock.
@@ -57,7 +61,6 @@ __all__ = [
     "capture",
     "check_amount",
     "ensure_accounts",
-    "expire_due",
     "get_account",
     "open_account",
     "post",
@@ -360,12 +363,16 @@ async def post(
 
 
 async def _open_pending(conn: Connection, pending_id: str, tenant: str) -> Transfer:
+    """The pending transfer, locked; refused unless it is still open."""
     row = await conn.fetchrow(
         "SELECT * FROM transfers WHERE id = $1 AND tenant = $2 FOR UPDATE", pending_id, tenant
     )
     if row is None or row["kind"] != "pending":
         raise UnknownAccount(f"pending_id: no hold '{pending_id}' in tenant '{tenant}'")
-    return Transfer.of(row)
+    hold = Transfer.of(row)
+    if hold.state != "open":
+        raise LedgerRejection("pending_resolved", f"hold '{pending_id}' was already {hold.state}")
+    return hold
 
 
 async def capture(
@@ -389,8 +396,6 @@ async def capture(
         return repeat
     hold = await _open_pending(conn, pending_id, tenant)
     assert hold.remaining is not None
-    if hold.state != "open":
-        raise LedgerRejection("pending_resolved", f"hold '{pending_id}' was already {hold.state}")
     if hold.timeout_at is not None and hold.timeout_at <= (now or datetime.now(UTC)):
         raise LedgerRejection("pending_expired", f"hold '{pending_id}' timed out")
     if amount > hold.remaining:
@@ -437,8 +442,6 @@ async def resolve(
         return repeat
     hold = await _open_pending(conn, pending_id, tenant)
     assert hold.remaining is not None
-    if hold.state != "open":
-        raise LedgerRejection("pending_resolved", f"hold '{pending_id}' was already {hold.state}")
     await _lock(conn, tenant, hold.debit_account, hold.credit_account)
     await _add(conn, hold.debit_account, debits_pending=-hold.remaining)
     await _add(conn, hold.credit_account, credits_pending=-hold.remaining)
@@ -461,24 +464,3 @@ async def resolve(
         task_id=hold.task_id,
     )
     return Posting(transfer, replayed=False)
-
-
-async def expire_due(conn: Connection, *, limit: int = 100) -> list[Transfer]:
-    """Expire open holds past their timeout (skipping ones another transaction holds)."""
-    rows = await conn.fetch(
-        "SELECT id, tenant FROM transfers WHERE kind = 'pending' AND state = 'open'"
-        " AND timeout_at <= now() ORDER BY timeout_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-        limit,
-    )
-    expired: list[Transfer] = []
-    for row in rows:
-        posting = await resolve(
-            conn,
-            id=f"{row['id']}:expire",
-            tenant=row["tenant"],
-            pending_id=row["id"],
-            kind="expire",
-            code="hold.expired",
-        )
-        expired.append(posting.transfer)
-    return expired

@@ -226,6 +226,12 @@ class Ledger:
             "SELECT * FROM holds WHERE tenant = $1 AND task_id = $2 FOR UPDATE", tenant, task_id
         )
 
+    async def _existing_hold(self, tx: Connection, tenant: str, task_id: str) -> asyncpg.Record:
+        hold = await self._hold(tx, tenant, task_id)
+        if hold is None:
+            raise NotFound(f"task_id: no hold for task '{task_id}'")
+        return hold
+
     @staticmethod
     async def _update(
         tx: Connection, hold: asyncpg.Record, assignments: str, *args: Any
@@ -452,8 +458,8 @@ class Ledger:
     ) -> bool:
         """Post one usage against its task's hold; False when its ``usage_id`` was posted before.
 
-        Pricing happens here; the posting itself is one call of the schema's
-        ``post_usage`` (the rules of :mod:`engine` applied in one round trip).
+        Pricing and posting are one call of the schema's ``post_usage``: the price
+        book's formula and :func:`engine.capture`'s rules, applied in one round trip.
         """
         try:
             row = await tx.fetchrow(
@@ -547,9 +553,7 @@ class Ledger:
         self, tx: Connection, command: ExtendHoldCommand, *, caused_by: Event[Any] | None = None
     ) -> None:
         """Ask the approvers for ``amount`` more; one request at a time per hold."""
-        hold = await self._hold(tx, command.tenant, command.task_id)
-        if hold is None:
-            raise NotFound(f"task_id: no hold for task '{command.task_id}'")
+        hold = await self._existing_hold(tx, command.tenant, command.task_id)
         if hold["state"] not in ("open", "exhausted"):
             raise HoldRejected(
                 f"hold_{hold['state']}",
@@ -575,9 +579,7 @@ class Ledger:
         self, tx: Connection, command: CloseHoldCommand, *, caused_by: Event[Any] | None = None
     ) -> None:
         """Release the rest after the grace period (at once without one); repeats do nothing."""
-        hold = await self._hold(tx, command.tenant, command.task_id)
-        if hold is None:
-            raise NotFound(f"task_id: no hold for task '{command.task_id}'")
+        hold = await self._existing_hold(tx, command.tenant, command.task_id)
         await self._close(tx, hold, command.reason or "closed on request", caused_by)
 
     async def _close(

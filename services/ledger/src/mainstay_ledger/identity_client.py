@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from mainstay_common.errors import DependencyUnavailable, InvalidArgument
+from mainstay_common.errors import InvalidArgument, map_httpx_errors
 
 __all__ = ["Credentials", "TokenSource", "parse_credentials"]
 
@@ -62,13 +62,13 @@ class TokenSource:
         return tenant in self._credentials
 
     async def token(self, tenant: str) -> str:
-        """A token of ``tenant``; ``DependencyUnavailable`` when identity cannot give one."""
+        """A token of ``tenant``; identity's refusal or absence as a classified error."""
         credentials = self._credentials[tenant]
         async with self._lock:
             cached = self._cache.get(tenant)
             if cached is not None and cached[1] > time.monotonic():
                 return cached[0]
-            try:
+            with map_httpx_errors("identity"):
                 answer = await self._http.post(
                     self._url,
                     data={
@@ -77,13 +77,7 @@ class TokenSource:
                         "client_secret": credentials.secret,
                     },
                 )
-            except httpx.HTTPError as exc:
-                raise DependencyUnavailable(f"identity token endpoint: {exc!r}") from exc
-            if answer.status_code != 200:
-                raise DependencyUnavailable(
-                    f"identity refused the ledger's credentials of tenant '{tenant}':"
-                    f" HTTP {answer.status_code} {answer.text[:300]}"
-                )
+                answer.raise_for_status()
             body = answer.json()
             token = str(body["access_token"])
             lifetime = float(body.get("expires_in", 300))

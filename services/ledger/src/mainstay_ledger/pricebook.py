@@ -6,6 +6,9 @@ model, per call for a tool. Setting a price adds a version, in force from
 past usage record is always priced as it was. Items are named
 ``model:<name>`` or ``tool:<name>``. A tenant's own price overrides the one
 for every tenant (``tenant=''``).
+
+:func:`cost` is the formula; the schema's ``price_usage`` (which prices usage
+as it is posted) computes the same, and a test holds the two together.
 """
 
 from __future__ import annotations

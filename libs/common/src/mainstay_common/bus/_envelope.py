@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
 
-from mainstay_common.errors import InvalidMessage
+from mainstay_common.errors import InvalidMessage, describe_validation_error
 from mainstay_contracts import CE_SPECVERSION_VALUE, CONTENT_TYPE_JSON, Header
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ __all__ = [
     "OutgoingMessage",
     "build_message",
     "decode_headers",
-    "describe_validation_error",
     "encode_headers",
     "merge_headers",
     "parse_event",
@@ -71,15 +70,6 @@ class Event(Generic[P]):
     correlation_id: str | None = None
     causation_id: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One line naming every invalid field, e.g. ``probe_id: Field required``."""
-    parts = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(loc) for loc in item["loc"]) or "<payload>"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
 
 
 def build_message(

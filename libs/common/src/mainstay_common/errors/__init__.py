@@ -25,6 +25,7 @@ from mainstay_common.errors._base import (
     Unauthenticated,
     is_retryable,
 )
+from mainstay_common.errors._validation import describe_validation_error
 
 __all__ = [
     "AlreadyExists",
@@ -42,6 +43,7 @@ __all__ = [
     "RetryableError",
     "RuleViolation",
     "Unauthenticated",
+    "describe_validation_error",
     "grpc_status_for",
     "http_status_for",
     "is_retryable",

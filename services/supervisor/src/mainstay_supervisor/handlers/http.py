@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from mainstay_common.auth import Principal, require_principal
-from mainstay_common.errors import InvalidArgument
+from mainstay_common.errors import InvalidArgument, describe_validation_error
 from mainstay_contracts.supervisor import AgentDefinition
 
 if TYPE_CHECKING:
@@ -52,10 +52,7 @@ def parse_definition(body: bytes, content_type: str, *, tenant: str, name: str) 
     try:
         return AgentDefinition.model_validate(document)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise InvalidArgument(f"invalid agent definition: {problems}") from exc
 
 
