@@ -1,13 +1,14 @@
-"""Secrets read from settings: inline values first, else one per line of a file."""
+"""Shared settings: secrets (inline values first, else one per line of a file), heartbeats."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsConfigDict
 
-from mainstay_common.settings import secret_values
+from mainstay_common.settings import HeartbeatSettings, ServiceSettings, secret_values
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,3 +30,20 @@ def test_the_file_gives_one_secret_per_non_blank_line(tmp_path: Path) -> None:
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"cannot read the vault key file .*missing"):
         secret_values([], str(tmp_path / "missing"), what="vault key")
+
+
+def test_the_heartbeat_interval_is_one_name_for_every_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class OneService(ServiceSettings):
+        model_config = SettingsConfigDict(env_prefix="ONE_", extra="ignore")
+
+    assert OneService().heartbeat.interval_s == 5.0
+    monkeypatch.setenv("MAINSTAY_HEARTBEAT_INTERVAL_S", "0.5")
+    monkeypatch.setenv("ONE_HEARTBEAT_INTERVAL_S", "9")  # not the service's own prefix
+    assert OneService().heartbeat.interval_s == 0.5
+    monkeypatch.setenv("MAINSTAY_HEARTBEAT_INTERVAL_S", "0")  # heartbeats off
+    assert OneService().heartbeat.interval_s == 0
+    monkeypatch.setenv("MAINSTAY_HEARTBEAT_INTERVAL_S", "-1")
+    with pytest.raises(ValidationError, match="interval_s"):
+        HeartbeatSettings()

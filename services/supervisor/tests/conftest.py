@@ -12,7 +12,12 @@ import pytest_asyncio
 
 from mainstay_common.auth import TokenSigner
 from mainstay_common.bus import Bus
-from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings
+from mainstay_common.settings import (
+    AuthSettings,
+    HeartbeatSettings,
+    KafkaSettings,
+    PostgresSettings,
+)
 from mainstay_common.testing import read_records
 from mainstay_supervisor.app import SupervisorApp
 from mainstay_supervisor.settings import SupervisorSettings
@@ -82,6 +87,8 @@ async def supervisor(
         heartbeat_interval_s=1.0,
         stale_after_heartbeats=3,
         dead_after_s=10.0,
+        monitor_interval_s=1.0,
+        heartbeat=HeartbeatSettings(interval_s=0.5),  # the supervisor's own heartbeats
     )
     async with (
         SupervisorApp(settings) as app,

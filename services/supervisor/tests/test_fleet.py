@@ -72,3 +72,32 @@ async def test_a_late_heartbeat_never_moves_an_instance_back_in_time(
     await fleet_entries(supervisor, marker, 1)  # heartbeats are handled in order
     [entry] = await fleet_entries(supervisor, service, 1)
     assert entry["status"] == "up"
+
+
+async def test_an_instance_with_work_in_flight_and_no_progress_is_stalled(
+    supervisor: Supervisor,
+) -> None:
+    service = f"svc-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(UTC)
+    # Both alive; one has finished nothing for a minute while holding work.
+    for instance, in_flight, progress_age_s in (
+        ("moving", 3, 0),
+        ("frozen", 1, 60),
+        ("idle", 0, 60),
+    ):
+        await supervisor.bus.publish(
+            HEARTBEAT,
+            HeartbeatCommand(
+                service=service,
+                instance=instance,
+                in_flight=in_flight,
+                last_progress_at=now - timedelta(seconds=progress_age_s),
+                sent_at=now,
+            ),
+        )
+    entries = await fleet_entries(supervisor, service, 3)
+    assert {e["instance"]: (e["status"], e["stalled"]) for e in entries} == {
+        "moving": ("up", False),
+        "frozen": ("up", True),
+        "idle": ("up", False),
+    }

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "AuthSettings",
+    "HeartbeatSettings",
     "KafkaSettings",
     "PostgresSettings",
     "RetrySettings",
@@ -155,6 +156,19 @@ class AuthSettings(BaseSettings):
     )
 
 
+class HeartbeatSettings(BaseSettings):
+    """The heartbeats every instance sends the supervisor (``MAINSTAY_HEARTBEAT_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MAINSTAY_HEARTBEAT_", extra="ignore")
+
+    interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often an instance sends a heartbeat; 0 sends none. The supervisor's"
+        " SUPERVISOR_HEARTBEAT_INTERVAL_S should match.",
+    )
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
@@ -176,6 +190,7 @@ class ServiceSettings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
 
 
 def secret_values(values: Sequence[SecretStr], file: str | None, *, what: str) -> list[str]:

@@ -39,6 +39,13 @@ class Header:
     ERROR_MESSAGE: Final = "mainstay-error-message"
     FAILED_AT: Final = "mainstay-failed-at"
 
+    # Added when a dead letter is replayed to its origin topic under a new ce_id.
+    REPLAY_OF: Final = "mainstay-replay-of"
+    """The ce_id of the dead letter this message replays."""
+    REPLAY_FOR: Final = "mainstay-replay-for"
+    """The consumer group (topic prefix included) the replay is for; every other group
+    on the topic acknowledges and skips it, since it handled the original already."""
+
 
 DLQ_HEADERS: Final = (
     Header.ERROR_CLASS,

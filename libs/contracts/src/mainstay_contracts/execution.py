@@ -1,4 +1,9 @@
-"""Messages owned by the execution service (declared here so consumers can subscribe now).
+"""Messages owned by the execution service (declared here so others can use them now).
+
+``execution.cmd.resume-task.v1`` asks the execution service to fence a task's
+current owner and resume the task from its last checkpoint;
+``execution.cmd.cancel-task.v1`` asks it to cancel a task. The supervisor sends
+both for stuck tasks; users cancel their own tasks.
 
 ``execution.evt.task.v1`` announces every transition of a task, keyed by task
 id. ``type`` is one of ``task.accepted``, ``task.started``, ``step.started``,
@@ -15,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mainstay_contracts._registry import REGISTRY, TopicSpec
 
-__all__ = ["FINAL_TASK_EVENTS", "TASK_EVENTS", "TaskEvent"]
+__all__ = [
+    "CANCEL_TASK",
+    "FINAL_TASK_EVENTS",
+    "RESUME_TASK",
+    "TASK_EVENTS",
+    "CancelTaskCommand",
+    "ResumeTaskCommand",
+    "TaskEvent",
+]
 
 FINAL_TASK_EVENTS = frozenset({"task.completed", "task.failed", "task.cancelled"})
 """The types that end a task."""
@@ -30,6 +43,8 @@ class TaskEvent(BaseModel):
     task_id: str = Field(min_length=1, max_length=200)
     tenant: str = Field(min_length=1, max_length=200)
     agent: str = Field(default="", max_length=200)
+    agent_version: int | None = Field(default=None, ge=1)
+    """The version of the agent's definition the task runs (set from ``task.accepted`` on)."""
     team: str = Field(default="", max_length=200)
     step: int | None = Field(default=None, ge=0)
     reason: str = Field(default="", max_length=4000)
@@ -48,5 +63,63 @@ TASK_EVENTS = REGISTRY.register(
         payload=TaskEvent,
         partitions=6,
         description="Every transition of a task, from accepted to completed, failed or cancelled.",
+    )
+)
+
+
+class ResumeTaskCommand(BaseModel):
+    """Fence the task's current owner and resume the task from its last checkpoint."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: str = Field(min_length=1, max_length=200)
+    tenant: str = Field(min_length=1, max_length=200)
+    agent: str = Field(default="", max_length=200)
+    restart: int = Field(ge=1)
+    """How many times the task has been restarted, this one included."""
+    reason: str = Field(min_length=1, max_length=4000)
+    last_progress_at: datetime | None = None
+    """The task's last progress the requester saw."""
+    requested_by: str = Field(min_length=1, max_length=200)
+    requested_at: datetime
+    token: str | None = Field(default=None, max_length=8192)
+    """The requester's token, when it has one in the task's tenant."""
+
+
+class CancelTaskCommand(BaseModel):
+    """Cancel the task; it ends with ``task.cancelled`` carrying ``reason``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: str = Field(min_length=1, max_length=200)
+    tenant: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=4000)
+    requested_by: str = Field(min_length=1, max_length=200)
+    requested_at: datetime
+    token: str | None = Field(default=None, max_length=8192)
+    """The requester's token, when it has one in the task's tenant."""
+
+
+RESUME_TASK = REGISTRY.register(
+    TopicSpec(
+        name="execution.cmd.resume-task.v1",
+        owner="execution",
+        kind="cmd",
+        key_field="task_id",
+        payload=ResumeTaskCommand,
+        partitions=6,
+        description="Resume a task from its last checkpoint, fencing its current owner.",
+    )
+)
+
+CANCEL_TASK = REGISTRY.register(
+    TopicSpec(
+        name="execution.cmd.cancel-task.v1",
+        owner="execution",
+        kind="cmd",
+        key_field="task_id",
+        payload=CancelTaskCommand,
+        partitions=6,
+        description="Cancel a task.",
     )
 )

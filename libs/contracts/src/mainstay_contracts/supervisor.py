@@ -104,8 +104,12 @@ class Strategy(BaseModel):
     on_stuck: Literal["resume", "cancel"] = "resume"
     """Resume a stuck task from its last checkpoint, or cancel it at once."""
     max_restarts: int = Field(default=3, ge=0, le=100)
-    """Restarts allowed within ``period_s``; one more quarantines the agent."""
+    """Restarts of the agent's tasks allowed within ``period_s``; one more quarantines the
+    agent."""
     period_s: int = Field(default=3600, ge=1, le=7 * 86_400)
+    max_task_restarts: int = Field(default=2, ge=0, le=100)
+    """Restarts of one task; stuck once more, it is cancelled and the escalation contacts
+    are told."""
 
 
 class AgentDefinition(BaseModel):

@@ -1,8 +1,8 @@
 """The composition root: builds the identity service from its settings and runs it.
 
 Start order: telemetry, PostgreSQL (+ migrations), the signing key, bus,
-outbox relay, the approval expiry loop, the SMTP listener (when configured),
-HTTP. Stop order is the reverse.
+heartbeats, outbox relay, the approval expiry loop, the SMTP listener (when
+configured), HTTP. Stop order is the reverse.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ class IdentityApp(ServiceApp):
         register_kafka_handlers(bus, mail, verifier, outbound)
         await bus.start(extra_topics=[MAILBOX_EVENTS, APPROVAL_EVENTS])
         stack.push_async_callback(bus.close)
+        await self._heartbeats(stack, service="identity")
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))
         # Every instance sweeps: each approval is expired once, locked rows are skipped.
         expiry = asyncio.create_task(

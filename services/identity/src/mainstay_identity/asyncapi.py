@@ -8,6 +8,7 @@ from mainstay_common.bus import Bus
 from mainstay_common.bus import asyncapi_document as document_bus
 from mainstay_common.settings import KafkaSettings, RetrySettings
 from mainstay_contracts.identity import APPROVAL_EVENTS, MAILBOX_EVENTS
+from mainstay_contracts.supervisor import HEARTBEAT
 from mainstay_identity.handlers.kafka import register_kafka_handlers
 
 __all__ = ["asyncapi_document"]
@@ -28,5 +29,5 @@ def asyncapi_document() -> dict[str, Any]:
         version="v1",
         description="Mail between agents and humans: sending, delivery and reads; approvals"
         " and their outcomes; email copies of deliveries.",
-        publishes=[MAILBOX_EVENTS, APPROVAL_EVENTS],
+        publishes=[MAILBOX_EVENTS, APPROVAL_EVENTS, HEARTBEAT],
     )

@@ -1,7 +1,7 @@
 """The composition root: builds the ledger from its settings and runs it.
 
 Start order: telemetry, PostgreSQL (+ migrations), the identity token source,
-bus, outbox relay, the sweep (grace, timeouts, approval requests), HTTP. Stop
+bus, heartbeats, outbox relay, the sweep (grace, timeouts, approval requests), HTTP. Stop
 order is the reverse.
 """
 
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mainstay_common.auth import TokenVerifier
+from mainstay_common.auth import TokenSource, TokenVerifier, parse_credentials
 from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.http import ReadinessCheck, create_http_app
@@ -24,7 +24,6 @@ from mainstay_contracts.ledger import LEDGER_EVENTS
 from mainstay_ledger.handlers.http import create_router
 from mainstay_ledger.handlers.kafka import register_kafka_handlers
 from mainstay_ledger.holds import Ledger
-from mainstay_ledger.identity_client import TokenSource, parse_credentials
 from mainstay_ledger.metrics import LedgerMetrics
 
 if TYPE_CHECKING:
@@ -56,7 +55,8 @@ class LedgerApp(ServiceApp):
                 settings.approval_credentials,
                 settings.approval_credentials_file,
                 what="approval credentials",
-            )
+            ),
+            what="approval credentials",
         )
         telemetry = self._telemetry(stack, "ledger")
         # The ledger leaves no session state behind (transaction-scoped locks only).
@@ -77,6 +77,7 @@ class LedgerApp(ServiceApp):
         register_kafka_handlers(bus, database, ledger)
         await bus.start(extra_topics=[LEDGER_EVENTS, SEND_MAIL])
         stack.push_async_callback(bus.close)
+        await self._heartbeats(stack, service="ledger")
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))
         # Every instance sweeps: locked holds are skipped, each is changed once.
         sweep = asyncio.create_task(

@@ -9,6 +9,7 @@ from mainstay_common.bus import asyncapi_document as document_bus
 from mainstay_common.settings import KafkaSettings, RetrySettings
 from mainstay_contracts.identity import SEND_MAIL
 from mainstay_contracts.ledger import LEDGER_EVENTS
+from mainstay_contracts.supervisor import HEARTBEAT
 from mainstay_ledger.handlers.kafka import register_kafka_handlers
 
 __all__ = ["asyncapi_document"]
@@ -28,5 +29,5 @@ def asyncapi_document() -> dict[str, Any]:
         version="v1",
         description="Holds that reserve a task's cap before it spends, usage posted against"
         " them, extensions approved by humans, budgets, and the events of all of it.",
-        publishes=[LEDGER_EVENTS, SEND_MAIL],
+        publishes=[LEDGER_EVENTS, SEND_MAIL, HEARTBEAT],
     )

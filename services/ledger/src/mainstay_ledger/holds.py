@@ -43,6 +43,7 @@ from mainstay_contracts.ledger import (
 from mainstay_ledger import engine
 
 if TYPE_CHECKING:
+    from mainstay_common.auth import TokenSource
     from mainstay_common.bus import Bus, Event, OutgoingMessage
     from mainstay_common.db import Connection, Database, Outbox
     from mainstay_contracts.execution import TaskEvent
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
         OpenHoldCommand,
         RecordUsageCommand,
     )
-    from mainstay_ledger.identity_client import TokenSource
     from mainstay_ledger.metrics import LedgerMetrics
     from mainstay_ledger.settings import LedgerSettings
 

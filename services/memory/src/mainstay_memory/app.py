@@ -1,8 +1,8 @@
 """The composition root: builds the memory service from its settings and runs it.
 
 Start order: telemetry, PostgreSQL (+ migrations), embedder, vector index, bus
-(consumers), outbox relay, expiry sweeper, gRPC, HTTP. Stop order is the reverse,
-so nothing in flight loses a dependency while it finishes.
+(consumers), heartbeats, outbox relay, expiry sweeper, gRPC, HTTP. Stop order is
+the reverse, so nothing in flight loses a dependency while it finishes.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class MemoryApp(ServiceApp):
             register_curator(bus, service, extractor)
         await bus.start(extra_topics=[MEMORY_EVENTS])
         stack.push_async_callback(bus.close)
+        await self._heartbeats(stack, service="memory")
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))
         sweeper = asyncio.create_task(
             sweep_forever(

@@ -8,6 +8,7 @@ from mainstay_common.bus import Bus
 from mainstay_common.bus import asyncapi_document as document_bus
 from mainstay_common.settings import KafkaSettings, RetrySettings
 from mainstay_contracts.memory import MEMORY_EVENTS
+from mainstay_contracts.supervisor import HEARTBEAT
 from mainstay_memory.handlers.kafka import register_kafka_handlers
 
 __all__ = ["asyncapi_document"]
@@ -27,5 +28,5 @@ def asyncapi_document() -> dict[str, Any]:
         title="Mainstay memory",
         version="v1",
         description="Asynchronous writes to agent memory and the announcement of every change.",
-        publishes=[MEMORY_EVENTS],
+        publishes=[MEMORY_EVENTS, HEARTBEAT],
     )

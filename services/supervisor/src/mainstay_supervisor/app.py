@@ -1,26 +1,37 @@
 """The composition root: builds the supervisor from its settings and runs it.
 
-Start order: telemetry, PostgreSQL (+ migrations), bus, outbox relay, HTTP.
-Stop order is the reverse.
+Start order: telemetry, PostgreSQL (+ migrations), bus, heartbeats, outbox
+relay, the broker monitor and the stuck-task sweep, HTTP. Stop order is the
+reverse.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mainstay_common.auth import TokenVerifier
+from mainstay_common.auth import TokenSource, TokenVerifier, parse_credentials
 from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.http import ReadinessCheck, create_http_app
+from mainstay_common.lifecycle import cancel_and_wait, sweep_forever
 from mainstay_common.service import ServiceApp
+from mainstay_common.settings import secret_values
+from mainstay_contracts.execution import CANCEL_TASK, RESUME_TASK
+from mainstay_contracts.identity import SEND_MAIL
 from mainstay_contracts.supervisor import AGENT_EVENTS
+from mainstay_supervisor.dead_letters import DeadLetters
 from mainstay_supervisor.fleet import Fleet
+from mainstay_supervisor.handlers.dead_letters_http import create_dead_letters_router
 from mainstay_supervisor.handlers.http import create_router
 from mainstay_supervisor.handlers.kafka import register_kafka_handlers
+from mainstay_supervisor.monitor import KafkaMonitor, MonitorMetrics
+from mainstay_supervisor.progress import Supervision, SupervisionMetrics
 from mainstay_supervisor.registry import Registry
+from mainstay_supervisor.scaling import ScalingPolicy
 
 if TYPE_CHECKING:
     import contextlib
@@ -43,13 +54,35 @@ class SupervisorApp(ServiceApp):
         super().__init__(settings)
         self.registry: Registry | None = None
         self.fleet: Fleet | None = None
+        self.supervision: Supervision | None = None
+        self.monitor: KafkaMonitor | None = None
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
+        # Bad credentials fail before anything starts.
+        credentials = parse_credentials(
+            secret_values(
+                settings.mail_credentials, settings.mail_credentials_file, what="mail credentials"
+            ),
+            what="mail credentials",
+        )
         telemetry = self._telemetry(stack, "supervisor")
         database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
         self.bus = bus = Bus.for_service("supervisor", settings, registry=telemetry.registry)
-        self.registry = registry = Registry(database, bus, Outbox(database))
+        outbox = Outbox(database)
+        self.registry = registry = Registry(database, bus, outbox)
+        tokens = TokenSource(f"{settings.identity_url.rstrip('/')}/oauth/token", credentials)
+        stack.push_async_callback(tokens.aclose)
+        self.supervision = supervision = Supervision(
+            database,
+            bus,
+            outbox,
+            registry,
+            tokens=tokens,
+            default_step_timeout_s=settings.default_step_timeout_s,
+            retention=timedelta(seconds=settings.task_retention_s),
+            metrics=SupervisionMetrics(telemetry.registry),
+        )
         interval = timedelta(seconds=settings.heartbeat_interval_s)
         self.fleet = fleet = Fleet(
             database,
@@ -58,10 +91,34 @@ class SupervisorApp(ServiceApp):
         )
         verifier = TokenVerifier.from_settings(settings.auth)
         stack.push_async_callback(verifier.aclose)
-        register_kafka_handlers(bus, database, registry, fleet, verifier)
-        await bus.start(extra_topics=[AGENT_EVENTS])
+        register_kafka_handlers(bus, database, registry, fleet, verifier, supervision=supervision)
+        await bus.start(extra_topics=[AGENT_EVENTS, RESUME_TASK, CANCEL_TASK, SEND_MAIL])
         stack.push_async_callback(bus.close)
+        await self._heartbeats(stack, service="supervisor")
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))
+        self.monitor = monitor = await stack.enter_async_context(
+            KafkaMonitor(
+                settings.kafka,
+                policy=ScalingPolicy(
+                    drain_s=settings.scale_drain_s,
+                    lag_per_replica=settings.scale_lag_per_replica,
+                    min_replicas=settings.scale_min_replicas,
+                ),
+                metrics=MonitorMetrics(telemetry.registry),
+            )
+        )
+        # Every instance sweeps: a task being acted on is locked, so each is acted on once.
+        for name, step, interval_s in (
+            ("supervisor-stuck-tasks", supervision.sweep, settings.heartbeat_interval_s),
+            ("supervisor-monitor", lambda: monitor.observe(fleet), settings.monitor_interval_s),
+        ):
+            task = asyncio.create_task(
+                sweep_forever(step, interval_s=interval_s, what=name), name=name
+            )
+            stack.push_async_callback(cancel_and_wait, task)
+        dead_letters = await stack.enter_async_context(
+            DeadLetters(database, Outbox(database), settings.kafka)
+        )
         app = create_http_app(
             title="Mainstay supervisor",
             version="v1",
@@ -69,7 +126,8 @@ class SupervisorApp(ServiceApp):
             metrics_registry=telemetry.registry,
             token_verifier=verifier,
         )
-        app.include_router(create_router(registry, fleet))
+        app.include_router(create_router(registry, fleet, supervision, monitor))
+        app.include_router(create_dead_letters_router(dead_letters))
         http = await self._serve_http(stack, app)
         _log.info("supervisor serving HTTP on %s:%d", settings.http_host, http.port)
 

@@ -2,7 +2,9 @@
 
 An instance is ``up`` while its last heartbeat is at most ``stale_after``
 old, ``stale`` until ``dead_after``, then ``dead``. Heartbeats that arrive out
-of order never move an instance back in time.
+of order never move an instance back in time. An instance is ``stalled`` while
+it reports work in flight but has finished nothing for longer than
+``stale_after``: alive, but not making progress.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class Fleet:
             return "up"
         return "stale" if age <= self.dead_after else "dead"
 
+    def stalled(self, in_flight: int, last_progress_at: datetime, now: datetime) -> bool:
+        """Alive but stuck: work in flight and nothing finished for longer than ``stale_after``."""
+        return in_flight > 0 and now - last_progress_at > self.stale_after
+
     async def view(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """One entry per instance ever seen, by service and instance."""
         now = now or datetime.now(UTC)
@@ -61,6 +67,9 @@ class Fleet:
                 "service": row["service"],
                 "instance": row["instance"],
                 "status": self.status(row["last_heartbeat"], now),
+                "stalled": self.stalled(
+                    row["in_flight"], row["last_progress_at"] or row["first_seen"], now
+                ),
                 "last_heartbeat": row["last_heartbeat"].isoformat(),
                 "version": row["version"],
                 "in_flight": row["in_flight"],

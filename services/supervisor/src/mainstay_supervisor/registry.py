@@ -124,7 +124,14 @@ class Registry:
         await self._outbox.add(tx, self._event(record, "agent.registered", caused_by))
         return record, True
 
-    def _event(self, record: AgentRecord, kind: str, caused_by: Event[Any] | None) -> Any:
+    def _event(
+        self,
+        record: AgentRecord,
+        kind: str,
+        caused_by: Event[Any] | None,
+        *,
+        reason: str | None = None,
+    ) -> Any:
         event = AgentEvent(
             type=kind,
             name=record.name,
@@ -132,7 +139,7 @@ class Registry:
             version=record.latest_version,
             definition=record.definition,
             quarantined=record.quarantined,
-            reason=record.quarantine_reason,
+            reason=record.quarantine_reason if reason is None else reason,
             occurred_at=datetime.now(UTC),
         )
         return self._bus.message(
@@ -159,10 +166,66 @@ class Registry:
             raise NotFound(f"name: no {what} in tenant '{tenant}'")
         return AgentRecord.of(row)
 
-    async def get(self, tenant: str, name: str, version: int | None = None) -> AgentRecord:
+    async def get(
+        self, tenant: str, name: str, version: int | None = None, *, tx: Connection | None = None
+    ) -> AgentRecord:
         """The latest version of the agent, or ``version``."""
+        if tx is not None:
+            return await self._get(tx, tenant, name, version)
         async with self._database.pool.acquire() as conn:
             return await self._get(conn, tenant, name, version)
+
+    async def lock(self, tx: Connection, tenant: str, name: str) -> AgentRecord | None:
+        """The agent's latest version, its row locked until ``tx`` ends; None if unknown."""
+        row = await tx.fetchrow(
+            f"{_SELECT} WHERE a.tenant = $1 AND a.name = $2 AND v.version = a.latest_version"
+            " FOR UPDATE OF a",
+            tenant,
+            name,
+        )
+        return None if row is None else AgentRecord.of(row)
+
+    async def set_quarantine(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        quarantined: bool,
+        reason: str,
+        tx: Connection | None = None,
+    ) -> tuple[AgentRecord, bool]:
+        """Quarantine (new tasks are refused) or release the agent; ``(record, changed)``.
+
+        Announced on the agent topic as ``agent.quarantined`` / ``agent.released``;
+        asking for the state the agent is already in changes nothing.
+        """
+        if tx is None:
+            async with self._database.pool.acquire() as conn, conn.transaction():
+                return await self.set_quarantine(
+                    tenant, name, quarantined=quarantined, reason=reason, tx=conn
+                )
+        current = await self.lock(tx, tenant, name)
+        if current is None:
+            raise NotFound(f"name: no agent '{name}' in tenant '{tenant}'")
+        if current.quarantined == quarantined:
+            return current, False
+        await tx.execute(
+            "UPDATE agents SET quarantined = $3, quarantine_reason = $4, updated_at = now(),"
+            " quarantined_at = CASE WHEN $3 THEN now() ELSE quarantined_at END,"
+            " released_at = CASE WHEN $3 THEN released_at ELSE now() END,"
+            " restarts_counted_after = CASE WHEN $3 THEN restarts_counted_after ELSE"
+            " (SELECT coalesce(max(id), 0) FROM restarts r WHERE r.tenant = $1 AND r.agent = $2)"
+            " END WHERE tenant = $1 AND name = $2",
+            tenant,
+            name,
+            quarantined,
+            reason if quarantined else "",
+        )
+        record = await self._get(tx, tenant, name, None)
+        kind = "agent.quarantined" if quarantined else "agent.released"
+        # A release carries why the agent was let go (the record's reason is cleared).
+        await self._outbox.add(tx, self._event(record, kind, None, reason=reason))
+        return record, True
 
     async def latest(self, tenant: str) -> list[AgentRecord]:
         """The latest version of every agent of ``tenant``."""

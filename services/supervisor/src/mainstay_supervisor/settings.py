@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mainstay_common.settings import ServiceSettings
@@ -32,6 +32,49 @@ class SupervisorSettings(ServiceSettings):
         default=60.0,
         gt=0,
         description="An instance silent for longer than this is dead.",
+    )
+
+    default_step_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="The step timeout of a task whose agent is not registered here.",
+    )
+    task_retention_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="How long a finished task is kept in the supervisor's view.",
+    )
+    monitor_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often consumer lag, throughput and dead letters are read from the broker.",
+    )
+    scale_drain_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Scaling signal: replicas enough to clear a backlog within this many seconds.",
+    )
+    scale_lag_per_replica: int = Field(
+        default=1000,
+        ge=1,
+        description="Scaling signal while a group's capacity is unknown: a replica per this"
+        " many messages of lag.",
+    )
+    scale_min_replicas: int = Field(default=1, ge=0, description="The least replicas advised.")
+    identity_url: str = Field(
+        default="http://127.0.0.1:8103",
+        description="The identity service: its token endpoint signs the supervisor's mail to"
+        " escalation contacts.",
+    )
+    mail_credentials: list[SecretStr] = Field(
+        default_factory=list,
+        description="Client credentials the supervisor mails escalation contacts with, one per"
+        " tenant: '<tenant>/<name>:<client secret>' of a principal of that tenant.",
+    )
+    mail_credentials_file: str | None = Field(
+        default=None,
+        description="A file with one '<tenant>/<name>:<client secret>' per line, read when"
+        " mail_credentials is empty.",
     )
 
     @model_validator(mode="after")

@@ -1,6 +1,6 @@
 """The composition root: builds the tools gateway from its settings and runs it.
 
-Start order: telemetry, PostgreSQL (+ migrations), bus, registry (and the
+Start order: telemetry, PostgreSQL (+ migrations), bus, heartbeats, registry (and the
 registry file, the builtins), outbox relay, HTTP (API + MCP). Stop order is
 the reverse, so nothing in flight loses a dependency while it finishes.
 """
@@ -113,6 +113,7 @@ class ToolsGatewayApp(ServiceApp):
         register_kafka_handlers(bus, gateway, verifier)
         await bus.start(extra_topics=[TOOL_CALLS, TOOL_EVENTS, RECORD_USAGE])
         stack.push_async_callback(bus.close)
+        await self._heartbeats(stack, service="tools-gateway")
         await stack.enter_async_context(registry)
         if settings.builtin.enabled:
             for spec in builtin_specs():

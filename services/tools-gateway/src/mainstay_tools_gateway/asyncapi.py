@@ -8,6 +8,7 @@ from mainstay_common.bus import Bus
 from mainstay_common.bus import asyncapi_document as document_bus
 from mainstay_common.settings import KafkaSettings, RetrySettings
 from mainstay_contracts.ledger import RECORD_USAGE
+from mainstay_contracts.supervisor import HEARTBEAT
 from mainstay_contracts.tools import TOOL_CALLS, TOOL_EVENTS
 from mainstay_tools_gateway.handlers.kafka import register_kafka_handlers
 
@@ -28,5 +29,5 @@ def asyncapi_document() -> dict[str, Any]:
         title="Mainstay tools gateway",
         version="v1",
         description="Tool calls over Kafka, registry changes, and usage for the ledger.",
-        publishes=[TOOL_CALLS, TOOL_EVENTS, RECORD_USAGE],
+        publishes=[TOOL_CALLS, TOOL_EVENTS, RECORD_USAGE, HEARTBEAT],
     )

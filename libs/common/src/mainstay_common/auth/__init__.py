@@ -15,6 +15,7 @@ by the identity service too, with ``python -m mainstay_identity.bootstrap``;
 :mod:`mainstay_common.auth.devkeys` only writes the Fernet key files.
 """
 
+from mainstay_common.auth._client import ClientCredentials, TokenSource, parse_credentials
 from mainstay_common.auth._context import (
     bind_principal,
     current_principal,
@@ -39,18 +40,21 @@ __all__ = [
     "DEFAULT_EXEMPT_METHODS",
     "DEFAULT_ISSUER",
     "AuthInterceptor",
+    "ClientCredentials",
     "JwksCache",
     "KeySource",
     "Principal",
     "RevocationCheck",
     "RevocationFeed",
     "TokenSigner",
+    "TokenSource",
     "TokenVerifier",
     "attach_verifier",
     "bind_principal",
     "client_digest",
     "current_principal",
     "parse_bearer",
+    "parse_credentials",
     "parse_jwks",
     "require_principal",
     "requires_scope",

@@ -26,6 +26,7 @@ from faststream.kafka.annotations import KafkaMessage  # noqa: TC002 - FastStrea
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from mainstay_common.bus._activity import Activity
 from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
 from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message, encode_headers
 from mainstay_common.bus._routing import RetryPolicy, group_id
@@ -70,6 +71,7 @@ class Bus(Resource):
         # A service passes the metrics on its /metrics registry; otherwise they
         # are still kept, on a registry of this bus alone.
         self.metrics = metrics or BusMetrics(CollectorRegistry())
+        self.activity = Activity()
         self._consumers: list[Consumer[Any]] = []
         self._subscribers: dict[str, Any] = {}
         self._started = False
@@ -199,6 +201,17 @@ class Bus(Resource):
     @property
     def consumers(self) -> Sequence[Consumer[Any]]:
         return tuple(self._consumers)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages this bus's consumers are handling right now (polled, not yet finished)."""
+        return self.activity.in_flight
+
+    @property
+    def last_progress_at(self) -> datetime | None:
+        """When a consumer of this bus last finished a message (handled, skipped as a
+        duplicate, retried or dead-lettered); None before the first."""
+        return self.activity.last_progress_at
 
     def assignment(self) -> dict[str, set[tuple[str, int]]]:
         """The partitions each consumer group of this instance owns right now."""

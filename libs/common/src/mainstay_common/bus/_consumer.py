@@ -4,7 +4,10 @@ For one handler (one consumer group) and each polled batch of records it:
 
 1. holds back a retried message until it is due, without blocking anything:
    its tier partition is paused and rewound, and resumed at the
-   ``mainstay-not-before`` time while other partitions keep flowing;
+   ``mainstay-not-before`` time while other partitions keep flowing; and
+   acknowledges without handling a replayed dead letter whose
+   ``mainstay-replay-for`` names another group (that group failed it; this
+   one handled the original);
 2. validates envelope and payload; an invalid message goes straight to the DLQ
    and is never retried;
 3. runs the handler. A transactional handler runs inside a PostgreSQL
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 
     from aiokafka import ConsumerRecord
 
+    from mainstay_common.bus._activity import Activity
     from mainstay_common.db import Connection, Database
     from mainstay_common.telemetry.metrics import BusMetrics
     from mainstay_contracts import TopicSpec
@@ -77,6 +81,7 @@ class Sender(Protocol):
     """What the consumer needs from the bus to forward and dead-letter."""
 
     closing: asyncio.Event
+    activity: Activity
 
     async def send_raw(
         self,
@@ -112,13 +117,28 @@ class _GroupFailed(Exception):
 class _Progress:
     """Which records of a batch are settled, and where each partition must resume."""
 
-    def __init__(self, items: Sequence[_Item[Any]]) -> None:
+    def __init__(self, items: Sequence[_Item[Any]], activity: Activity) -> None:
         self._items = items
         self._settled: set[tuple[TopicPartition, int]] = set()
         self.stopped: set[TopicPartition] = set()
+        self._activity = activity
+        self._in_hand = len(items)
+        activity.take(len(items))
 
     def settle(self, item: _Item[Any]) -> None:
-        self._settled.add((item.partition, item.record.offset))
+        key = (item.partition, item.record.offset)
+        if key in self._settled:
+            return
+        self._settled.add(key)
+        # after release() a straggler still counts as progress, but is no longer in hand
+        done = min(self._in_hand, 1)
+        self._in_hand -= done
+        self._activity.finish(done)
+
+    def release(self) -> None:
+        """The batch is over: what was not settled is given back (redelivered later)."""
+        self._activity.finish(self._in_hand, progressed=False)
+        self._in_hand = 0
 
     def stop(self, item: _Item[Any], kafka_consumer: Any) -> None:
         """Nothing at or after ``item`` on its partition is handled in this batch."""
@@ -184,7 +204,15 @@ class Consumer(Generic[P]):
             )
             for record in records
         ]
-        progress = _Progress(items)
+        progress = _Progress(items, self.bus.activity)
+        try:
+            await self._handle_batch(items, progress, kafka_consumer)
+        finally:
+            progress.release()
+
+    async def _handle_batch(
+        self, items: list[_Item[P]], progress: _Progress, kafka_consumer: Any
+    ) -> None:
         if self.database is None:
             # Plain handlers: the batch's partitions run side by side, each in
             # offset order, so one slow message delays only its own partition.
@@ -224,11 +252,20 @@ class Consumer(Generic[P]):
             await self._handle_alone(item, progress, kafka_consumer)
 
     async def _admit(self, item: _Item[P], progress: _Progress, kafka_consumer: Any) -> bool:
-        """Whether ``item`` is due now (not stopped, not shutting down, not held in a tier)."""
+        """Whether ``item`` is due now (not stopped, not shutting down, not held in a tier,
+        not a replay meant for another group)."""
         if item.partition in progress.stopped:
             return False
         if self.bus.closing.is_set():
             progress.stop(item, kafka_consumer)  # the next owner handles it
+            return False
+        if item.headers.get(Header.REPLAY_FOR, self.group) not in {"", self.group}:
+            # A replayed dead letter goes back to the origin topic, which every
+            # group subscribed to it reads; only the group that failed it handles it.
+            progress.settle(item)
+            self.bus.metrics.message_consumed(
+                group=self.group, topic=item.record.topic, outcome=ConsumeOutcome.SKIPPED
+            )
             return False
         if item.tier and await self._defer_until_due(item, kafka_consumer):
             progress.stopped.add(item.partition)

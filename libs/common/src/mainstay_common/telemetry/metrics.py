@@ -56,6 +56,8 @@ class ConsumeOutcome(enum.StrEnum):
     DUPLICATE = "duplicate"
     RETRIED = "retried"
     DEAD_LETTERED = "dead_lettered"
+    SKIPPED = "skipped"
+    """A replayed dead letter meant for another consumer group of the topic."""
 
 
 class BusMetrics:

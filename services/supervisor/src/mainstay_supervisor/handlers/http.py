@@ -1,20 +1,22 @@
-"""The supervisor's HTTP API: the agent registry and the fleet view.
+"""The supervisor's HTTP API: the agent registry, supervised tasks, the fleet view.
 
 Agent definitions are JSON or YAML (``Content-Type: application/yaml``).
-Reading agents needs ``supervisor:read``, registering ``supervisor:admin``,
-in the caller's own tenant (another needs ``*``). ``GET /fleet`` is open, like
-``/metrics``: it names instances and their state, nothing more.
+Reading agents, tasks and notices needs ``supervisor:read``; registering,
+quarantining and releasing agents ``supervisor:admin``, in the caller's own
+tenant (another needs ``*``). ``GET /fleet`` and ``GET /v1/scaling`` are open,
+like ``/metrics``: they name instances, consumer groups and figures, nothing
+more.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mainstay_common.auth import Principal, require_principal
 from mainstay_common.errors import InvalidArgument, describe_validation_error
@@ -22,6 +24,8 @@ from mainstay_contracts.supervisor import AgentDefinition
 
 if TYPE_CHECKING:
     from mainstay_supervisor.fleet import Fleet
+    from mainstay_supervisor.monitor import KafkaMonitor
+    from mainstay_supervisor.progress import Supervision
     from mainstay_supervisor.registry import Registry
 
 __all__ = ["ADMIN_SCOPE", "READ_SCOPE", "create_router", "parse_definition"]
@@ -32,6 +36,15 @@ Caller = Annotated[Principal, Depends(require_principal)]
 Tenant = Annotated[str, Path(min_length=1, max_length=200)]
 AgentName = Annotated[str, Path(min_length=1, max_length=63)]
 _MAX_BODY = 1_000_000
+TaskState = Literal["running", "waiting", "cancelling", "finished"]
+
+
+class QuarantineRequest(BaseModel):
+    """Why the agent is quarantined, or released."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 def parse_definition(body: bytes, content_type: str, *, tenant: str, name: str) -> AgentDefinition:
@@ -56,22 +69,68 @@ def parse_definition(body: bytes, content_type: str, *, tenant: str, name: str) 
         raise InvalidArgument(f"invalid agent definition: {problems}") from exc
 
 
-def create_router(registry: Registry, fleet: Fleet) -> APIRouter:
+def create_router(
+    registry: Registry, fleet: Fleet, supervision: Supervision, monitor: KafkaMonitor
+) -> APIRouter:
     router = APIRouter()
 
     @router.get("/fleet")
     async def fleet_view() -> dict[str, Any]:
-        """One entry per service instance: ``service``, ``instance``, ``status`` (up, stale or
-        dead), ``last_heartbeat``."""
-        return {"instances": await fleet.view()}
+        """``instances``: one entry per service instance (``service``, ``instance``, ``status``
+        up/stale/dead, ``last_heartbeat``, ``stalled``); ``groups``: each consumer group's lag
+        and rates; ``dead_letters``: messages per DLQ; ``scaling``: replicas per service."""
+        return {"instances": await fleet.view(), **monitor.view()}
+
+    @router.get("/v1/scaling")
+    async def scaling() -> dict[str, Any]:
+        """Recommended replicas per service, from consumer lag and throughput."""
+        return {"services": monitor.view()["scaling"]}
+
+    @router.get("/v1/tenants/{tenant}/tasks")
+    async def tasks(
+        tenant: Tenant,
+        caller: Caller,
+        state: TaskState | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """The tasks the supervisor follows, latest first: state, last progress, restarts."""
+        _reader(caller, tenant, "tasks")
+        return {"tasks": await supervision.tasks(tenant, state=state, limit=limit)}
+
+    @router.get("/v1/tenants/{tenant}/notices")
+    async def notices(
+        tenant: Tenant, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> dict[str, Any]:
+        """What the supervisor told (or could not mail) humans: cancelled tasks, quarantines."""
+        _reader(caller, tenant, "notices")
+        return {"notices": await supervision.notices(tenant, limit=limit)}
+
+    @router.post("/v1/tenants/{tenant}/agents/{name}/quarantine")
+    async def quarantine(
+        tenant: Tenant, name: AgentName, body: QuarantineRequest, caller: Caller
+    ) -> dict[str, Any]:
+        """Quarantine the agent by hand: its new tasks are refused with ``reason``."""
+        _admin(caller, tenant)
+        reason = f"{body.reason} (by {caller.subject})"
+        record, _ = await registry.set_quarantine(tenant, name, quarantined=True, reason=reason)
+        return record.to_json()
+
+    @router.post("/v1/tenants/{tenant}/agents/{name}/release")
+    async def release(
+        tenant: Tenant, name: AgentName, body: QuarantineRequest, caller: Caller
+    ) -> dict[str, Any]:
+        """Let a quarantined agent take tasks again; restarts so far no longer count."""
+        _admin(caller, tenant)
+        reason = f"{body.reason} (by {caller.subject})"
+        record, _ = await registry.set_quarantine(tenant, name, quarantined=False, reason=reason)
+        return record.to_json()
 
     @router.put("/v1/tenants/{tenant}/agents/{name}")
     async def register(
         tenant: Tenant, name: AgentName, request: Request, caller: Caller
     ) -> JSONResponse:
         """Register the next version of the agent (a repeat of the latest changes nothing)."""
-        caller.require_scope(ADMIN_SCOPE)
-        caller.require_tenant(tenant, doing="registering agents of another tenant")
+        _admin(caller, tenant)
         definition = parse_definition(
             await request.body(),
             request.headers.get("content-type", "application/json"),
@@ -106,6 +165,11 @@ def create_router(registry: Registry, fleet: Fleet) -> APIRouter:
     return router
 
 
-def _reader(caller: Principal, tenant: str) -> None:
+def _reader(caller: Principal, tenant: str, what: str = "agents") -> None:
     caller.require_scope(READ_SCOPE)
-    caller.require_tenant(tenant, doing="reading agents of another tenant")
+    caller.require_tenant(tenant, doing=f"reading {what} of another tenant")
+
+
+def _admin(caller: Principal, tenant: str) -> None:
+    caller.require_scope(ADMIN_SCOPE)
+    caller.require_tenant(tenant, doing="changing agents of another tenant")

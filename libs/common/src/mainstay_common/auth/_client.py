@@ -1,9 +1,11 @@
-"""The ledger's own tokens from the identity service, one client per tenant.
+"""A service's own tokens from the identity service, one client per tenant.
 
-Asking a human for approval means sending mail in the human's tenant, so the
-ledger holds client credentials of a principal in every tenant it asks for
-(``LEDGER_APPROVAL_CREDENTIALS``). Tokens are fetched with OAuth2 client
-credentials and reused until shortly before they expire.
+Mailing a human (an approval request from the ledger, a notice from the
+supervisor) means sending mail in the human's tenant, so such a service holds
+client credentials of a principal in every tenant it writes to
+(``LEDGER_APPROVAL_CREDENTIALS``, ``SUPERVISOR_MAIL_CREDENTIALS``). Tokens are
+fetched with OAuth2 client credentials and reused until shortly before they
+expire.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import httpx
 
 from mainstay_common.errors import InvalidArgument, map_httpx_errors
 
-__all__ = ["Credentials", "TokenSource", "parse_credentials"]
+__all__ = ["ClientCredentials", "TokenSource", "parse_credentials"]
 
 # A token is renewed when less than this share of its lifetime is left.
 _RENEW_AT = 0.5
 
 
 @dataclass(frozen=True)
-class Credentials:
+class ClientCredentials:
     client_id: str
     secret: str
 
@@ -32,26 +34,26 @@ class Credentials:
         return self.client_id.split("/", 1)[0]
 
 
-def parse_credentials(lines: list[str]) -> dict[str, Credentials]:
+def parse_credentials(
+    lines: list[str], *, what: str = "client credentials"
+) -> dict[str, ClientCredentials]:
     """``<tenant>/<name>:<secret>`` per line, by tenant; a malformed line is named."""
-    found: dict[str, Credentials] = {}
+    found: dict[str, ClientCredentials] = {}
     for number, line in enumerate(lines, start=1):
         client_id, sep, secret = line.partition(":")
         tenant, slash, name = client_id.partition("/")
         if not (sep and slash and tenant and name and secret):
-            raise InvalidArgument(
-                f"approval credentials, entry {number}: expected '<tenant>/<name>:<secret>'"
-            )
+            raise InvalidArgument(f"{what}, entry {number}: expected '<tenant>/<name>:<secret>'")
         if tenant in found:
-            raise InvalidArgument(f"approval credentials: tenant '{tenant}' is given twice")
-        found[tenant] = Credentials(client_id, secret)
+            raise InvalidArgument(f"{what}: tenant '{tenant}' is given twice")
+        found[tenant] = ClientCredentials(client_id, secret)
     return found
 
 
 class TokenSource:
-    """Bearer tokens of the ledger's principal in each configured tenant."""
+    """Bearer tokens of the service's principal in each configured tenant."""
 
-    def __init__(self, token_url: str, credentials: dict[str, Credentials]) -> None:
+    def __init__(self, token_url: str, credentials: dict[str, ClientCredentials]) -> None:
         self._url = token_url
         self._credentials = credentials
         self._cache: dict[str, tuple[str, float]] = {}
