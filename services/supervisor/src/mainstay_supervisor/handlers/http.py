@@ -105,24 +105,23 @@ def create_router(
         _reader(caller, tenant, "notices")
         return {"notices": await supervision.notices(tenant, limit=limit)}
 
-    @router.post("/v1/tenants/{tenant}/agents/{name}/quarantine")
+    @router.post("/v1/tenants/{tenant}/agents/{name}/{action}")
     async def quarantine(
-        tenant: Tenant, name: AgentName, body: QuarantineRequest, caller: Caller
+        tenant: Tenant,
+        name: AgentName,
+        action: Literal["quarantine", "release"],
+        body: QuarantineRequest,
+        caller: Caller,
     ) -> dict[str, Any]:
-        """Quarantine the agent by hand: its new tasks are refused with ``reason``."""
+        """``quarantine``: the agent's new tasks are refused with ``reason``; ``release``: it
+        takes tasks again, and its restarts so far no longer count."""
         _admin(caller, tenant)
-        reason = f"{body.reason} (by {caller.subject})"
-        record, _ = await registry.set_quarantine(tenant, name, quarantined=True, reason=reason)
-        return record.to_json()
-
-    @router.post("/v1/tenants/{tenant}/agents/{name}/release")
-    async def release(
-        tenant: Tenant, name: AgentName, body: QuarantineRequest, caller: Caller
-    ) -> dict[str, Any]:
-        """Let a quarantined agent take tasks again; restarts so far no longer count."""
-        _admin(caller, tenant)
-        reason = f"{body.reason} (by {caller.subject})"
-        record, _ = await registry.set_quarantine(tenant, name, quarantined=False, reason=reason)
+        record, _ = await registry.set_quarantine(
+            tenant,
+            name,
+            quarantined=action == "quarantine",
+            reason=f"{body.reason} (by {caller.subject})",
+        )
         return record.to_json()
 
     @router.put("/v1/tenants/{tenant}/agents/{name}")
