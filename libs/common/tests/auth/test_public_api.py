@@ -9,6 +9,7 @@ import mainstay_common.auth.devkeys
 def test_auth_exports() -> None:
     assert sorted(mainstay_common.auth.__all__) == [
         "AuthInterceptor",
+        "ClientCredentials",
         "DEFAULT_AUDIENCE",
         "DEFAULT_EXEMPT_METHODS",
         "DEFAULT_ISSUER",
@@ -18,12 +19,14 @@ def test_auth_exports() -> None:
         "RevocationCheck",
         "RevocationFeed",
         "TokenSigner",
+        "TokenSource",
         "TokenVerifier",
         "attach_verifier",
         "bind_principal",
         "client_digest",
         "current_principal",
         "parse_bearer",
+        "parse_credentials",
         "parse_jwks",
         "require_principal",
         "requires_scope",
