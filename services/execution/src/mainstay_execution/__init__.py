@@ -1,0 +1,1 @@
+"""Mainstay execution: durable, self-healing agent tasks across the mesh."""

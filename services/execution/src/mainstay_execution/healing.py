@@ -1,0 +1,90 @@
+"""Self-healing decisions: one classification decides the action (no I/O here).
+
+=====================  ==============================================
+failure                action
+=====================  ==============================================
+transient              retry the same model, exponential backoff with
+                       full jitter, up to ``max_attempts``
+rate limited           wait for ``Retry-After`` (at least the backoff)
+overloaded / circuit   the next model in the agent's chain
+malformed output       give the model the structured error; after
+                       ``max_corrections`` in a row, the next model
+permanent              escalate (the task fails naming the reason)
+=====================  ==============================================
+
+A circuit per provider and model opens after ``failures`` failures in a row
+and refuses calls for ``open_s``; then one call is let through (half-open):
+success closes it, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["Action", "Circuit", "Circuits", "backoff", "decide"]
+
+Action = Literal["retry", "wait", "fallback", "escalate"]
+
+
+def backoff(
+    attempt: int, *, base_s: float, max_s: float, rng: random.Random | None = None
+) -> float:
+    """Full jitter: uniform in ``[0, min(max_s, base_s * 2**(attempt-1))]``."""
+    ceiling = min(max_s, base_s * 2 ** max(attempt - 1, 0))
+    return (rng or random).uniform(0, ceiling)
+
+
+def decide(kind: str, *, attempt: int, max_attempts: int) -> Action:
+    """What to do about a failed model call of ``kind`` on its ``attempt``-th try."""
+    if kind in ("overloaded", "circuit_open"):
+        return "fallback"
+    if kind == "permanent":
+        return "escalate"
+    if attempt >= max_attempts:
+        return "fallback"
+    return "wait" if kind == "rate_limited" else "retry"
+
+
+@dataclass
+class Circuit:
+    failures: int = 0
+    opened_at: float | None = None
+
+
+@dataclass
+class Circuits:
+    """Circuit breakers per ``(provider, model)``, kept in memory by each instance."""
+
+    failures: int = 5
+    open_s: float = 30.0
+    clock: object = field(default=time.monotonic)
+    _circuits: dict[tuple[str, str], Circuit] = field(default_factory=dict)
+
+    def _now(self) -> float:
+        clock = self.clock
+        assert callable(clock)
+        return float(clock())
+
+    def allows(self, provider: str, model: str) -> bool:
+        circuit = self._circuits.get((provider, model))
+        if circuit is None or circuit.opened_at is None:
+            return True
+        return self._now() - circuit.opened_at >= self.open_s  # half-open: one try
+
+    def state(self, provider: str, model: str) -> str:
+        circuit = self._circuits.get((provider, model))
+        if circuit is None or circuit.opened_at is None:
+            return "closed"
+        return "half-open" if self.allows(provider, model) else "open"
+
+    def succeeded(self, provider: str, model: str) -> None:
+        self._circuits.pop((provider, model), None)
+
+    def failed(self, provider: str, model: str) -> None:
+        circuit = self._circuits.setdefault((provider, model), Circuit())
+        circuit.failures += 1
+        if circuit.failures >= self.failures:
+            circuit.opened_at = self._now()

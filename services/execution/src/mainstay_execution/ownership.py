@@ -1,0 +1,95 @@
+"""Who runs which task: partition leases fenced by epoch.
+
+A task belongs to the partition its id hashes to on the submit topic. The
+instance that Kafka assigns that partition (consumer group
+``execution.submit``) takes the partition's lease in PostgreSQL, raising its
+epoch, and runs the partition's live tasks. Every write a runner makes first
+checks, in the same transaction, that its epoch is still the lease's
+(``SELECT ... FOR SHARE``), so an instance that lost its partition (killed,
+frozen, rebalanced) cannot write once another has taken over: it is fenced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from aiokafka.partitioner import murmur2
+
+from mainstay_common.errors import MainstayError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from mainstay_common.db import Connection, Database
+
+__all__ = ["Fenced", "Leases", "partition_of"]
+
+
+class Fenced(MainstayError):
+    """The instance no longer holds the partition's lease: it must stop writing."""
+
+    retryable = False
+
+
+def partition_of(task_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``task_id`` as a key."""
+    return int(murmur2(task_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class Leases:
+    """The partition leases this instance holds, and fenced transactions under them."""
+
+    def __init__(self, database: Database, owner: str) -> None:
+        self.database = self._database = database
+        self.owner = owner
+        self.held: dict[int, int] = {}
+        """Epoch of each partition this instance holds."""
+
+    async def acquire(self, partition: int) -> int:
+        """Take the partition's lease (a new epoch fences the previous holder)."""
+        epoch = await self._database.fetchval(
+            "INSERT INTO leases (partition, owner, epoch) VALUES ($1, $2, 1)"
+            " ON CONFLICT (partition) DO UPDATE SET owner = excluded.owner,"
+            " epoch = leases.epoch + 1, renewed_at = now() RETURNING epoch",
+            partition,
+            self.owner,
+        )
+        self.held[partition] = int(epoch)
+        return int(epoch)
+
+    def release(self, partition: int) -> None:
+        """Forget the partition here (the next holder raises the epoch anyway)."""
+        self.held.pop(partition, None)
+
+    async def still_held(self) -> set[int]:
+        """The partitions whose lease is still this instance's; the others are dropped."""
+        if not self.held:
+            return set()
+        rows = await self._database.fetch(
+            "UPDATE leases SET renewed_at = now() WHERE partition = ANY($1::int[])"
+            " AND owner = $2 RETURNING partition, epoch",
+            list(self.held),
+            self.owner,
+        )
+        kept = {row["partition"] for row in rows if self.held.get(row["partition"]) == row["epoch"]}
+        for partition in set(self.held) - kept:
+            self.held.pop(partition, None)
+        return kept
+
+    @contextlib.asynccontextmanager
+    async def fenced(self, partition: int) -> AsyncIterator[Connection]:
+        """A transaction that commits only while this instance holds ``partition``."""
+        epoch = self.held.get(partition)
+        if epoch is None:
+            raise Fenced(f"partition {partition}: not held by {self.owner}")
+        async with self._database.pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchval(
+                "SELECT epoch FROM leases WHERE partition = $1 FOR SHARE", partition
+            )
+            if current != epoch:
+                self.held.pop(partition, None)
+                raise Fenced(
+                    f"partition {partition}: lease epoch is {current}, this instance has {epoch}"
+                )
+            yield conn

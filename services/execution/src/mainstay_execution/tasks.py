@@ -1,0 +1,224 @@
+"""Tasks in PostgreSQL: accepting them, their checkpoints, and their events.
+
+Every transition is an event on ``execution.evt.task.v1``, written to the
+outbox in the same transaction as the state it announces, so the events and
+the state never disagree, whatever crashes when.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from mainstay_contracts.execution import TASK_EVENTS, TaskEvent
+from mainstay_contracts.supervisor import AgentDefinition
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from mainstay_common.bus import Bus, Event
+    from mainstay_common.db import Connection, Database, Outbox
+    from mainstay_contracts.execution import SubmitTaskCommand
+
+__all__ = ["FINAL_STATES", "Task", "TaskEnded", "Tasks"]
+
+FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+
+
+class TaskEnded(Exception):
+    """The task ended meanwhile (cancelled, say): nothing more may be written for it."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as stored; ``definition`` is the agent version it runs."""
+
+    task_id: str
+    tenant: str
+    agent: str
+    agent_version: int | None
+    partition: int
+    definition: AgentDefinition | None
+    input: str
+    token: str
+    principal: str
+    cap_micros: int | None
+    deadline: datetime | None
+    state: str
+    model_index: int
+    corrections: int
+    degraded: bool
+    wake_at: datetime | None
+    steps: int
+    cost_micros: int
+    answer: str | None
+    reason: str
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> Task:
+        definition = row["definition"]
+        return cls(
+            task_id=row["task_id"],
+            tenant=row["tenant"],
+            agent=row["agent"],
+            agent_version=row["agent_version"],
+            partition=row["partition"],
+            definition=AgentDefinition.model_validate(json.loads(definition))
+            if definition
+            else None,
+            input=row["input"],
+            token=row["token"],
+            principal=row["principal"],
+            cap_micros=row["cap_micros"],
+            deadline=row["deadline"],
+            state=row["state"],
+            model_index=row["model_index"],
+            corrections=row["corrections"],
+            degraded=row["degraded"],
+            wake_at=row["wake_at"],
+            steps=row["steps"],
+            cost_micros=row["cost_micros"],
+            answer=row["answer"],
+            reason=row["reason"],
+        )
+
+
+class Tasks:
+    """The task table and the task events."""
+
+    def __init__(self, database: Database, bus: Bus, outbox: Outbox) -> None:
+        self._database = database
+        self._bus = bus
+        self._outbox = outbox
+
+    async def insert(
+        self,
+        tx: Connection,
+        command: SubmitTaskCommand,
+        *,
+        partition: int,
+        version: int | None,
+        definition: AgentDefinition | None,
+        principal: str,
+        deadline: datetime | None,
+        cap_micros: int | None,
+    ) -> Task | None:
+        """Store a new task as running; None when the id is known (a repeat submission)."""
+        row = await tx.fetchrow(
+            "INSERT INTO tasks (task_id, tenant, agent, agent_version, partition, definition,"
+            " input, token, principal, cap_micros, deadline, priority, labels, state)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13::jsonb,"
+            " 'running') ON CONFLICT (task_id) DO NOTHING RETURNING *",
+            command.task_id,
+            command.tenant,
+            command.agent,
+            version,
+            partition,
+            json.dumps(definition.model_dump(mode="json")) if definition else None,
+            command.input,
+            command.token,
+            principal,
+            cap_micros,
+            deadline,
+            command.priority,
+            json.dumps(command.labels),
+        )
+        return None if row is None else Task.of(row)
+
+    async def load(self, task_id: str, *, tx: Connection | None = None) -> Task | None:
+        query = "SELECT * FROM tasks WHERE task_id = $1"
+        row = await (tx.fetchrow(query, task_id) if tx else self._database.fetchrow(query, task_id))
+        return None if row is None else Task.of(row)
+
+    async def live(self, partition: int) -> list[str]:
+        """The unfinished tasks of a partition, oldest first."""
+        rows = await self._database.fetch(
+            "SELECT task_id FROM tasks WHERE partition = $1 AND state IN ('running', 'waiting')"
+            " ORDER BY priority, created_at",
+            partition,
+        )
+        return [row["task_id"] for row in rows]
+
+    async def update(self, tx: Connection, task_id: str, **changes: Any) -> Task:
+        """Change columns of a live task (names are this module's own, never input).
+
+        Raises :class:`TaskEnded` (rolling back what ``tx`` did) once the task has ended.
+        """
+        columns = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=2))
+        row = await tx.fetchrow(
+            f"UPDATE tasks SET {columns}, updated_at = now() WHERE task_id = $1"  # noqa: S608 - column names are this module's
+            " AND state IN ('running', 'waiting') RETURNING *",
+            task_id,
+            *changes.values(),
+        )
+        if row is None:
+            raise TaskEnded(f"task {task_id} has ended")
+        return Task.of(row)
+
+    async def finish(
+        self,
+        tx: Connection,
+        task: Task,
+        state: str,
+        *,
+        reason: str = "",
+        answer: str | None = None,
+        caused_by: Event[Any] | None = None,
+    ) -> Task:
+        """End the task (completed, failed or cancelled) and announce it."""
+        finished = await self.update(
+            tx,
+            task.task_id,
+            state=state,
+            reason=reason[:4000],
+            answer=answer,
+            finished_at=datetime.now(UTC),
+            wake_at=None,
+            waiting_for="",
+        )
+        await self.emit(
+            tx,
+            f"task.{state}",
+            finished,
+            reason=reason[:4000],
+            answer=answer,
+            cost_micros=finished.cost_micros,
+            caused_by=caused_by,
+        )
+        return finished
+
+    async def emit(
+        self,
+        tx: Connection,
+        kind: str,
+        task: Task | SubmitTaskCommand,
+        *,
+        caused_by: Event[Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Announce a transition of ``task`` on ``execution.evt.task.v1`` (via the outbox)."""
+        event = TaskEvent(
+            type=kind,
+            task_id=task.task_id,
+            tenant=task.tenant,
+            agent=task.agent,
+            agent_version=getattr(task, "agent_version", None),
+            degraded=getattr(task, "degraded", False),
+            occurred_at=datetime.now(UTC),
+            **fields,
+        )
+        message = self._bus.message(
+            TASK_EVENTS,
+            event,
+            caused_by=caused_by,
+            event_type=f"mainstay.execution.{kind}",
+            tenant=task.tenant,
+            correlation_id=task.task_id,
+        )
+        await self._outbox.add(tx, message)
