@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from mainstay_supervisor.monitor import KafkaMonitor
 from mainstay_supervisor.scaling import ScalingPolicy
+from mainstay_supervisor.store.broker import Broker
 
 if TYPE_CHECKING:
     from typing import Any
@@ -89,7 +90,8 @@ async def test_lag_and_rates_of_a_consumer_group_as_the_broker_reports_them(
     await produce(bootstrap, dlq, 2, 2)
     await consume(bootstrap, topic, group, 10)
     # A monitor of its own, so no background round samples between the test's two.
-    async with KafkaMonitor(supervisor.kafka, policy=ScalingPolicy(), metrics=None) as monitor:
+    async with Broker(supervisor.kafka) as broker:
+        monitor = KafkaMonitor(broker, policy=ScalingPolicy(), metrics=None)
         first, second_snapshot = await two_samples(monitor, bootstrap, topic, group)
     assert first.service == "work"
     assert first.topics == (topic,)

@@ -32,6 +32,7 @@ from mainstay_supervisor.monitor import KafkaMonitor, MonitorMetrics
 from mainstay_supervisor.progress import Supervision, SupervisionMetrics
 from mainstay_supervisor.registry import Registry
 from mainstay_supervisor.scaling import ScalingPolicy
+from mainstay_supervisor.store.broker import Broker
 
 if TYPE_CHECKING:
     import contextlib
@@ -96,16 +97,15 @@ class SupervisorApp(ServiceApp):
         stack.push_async_callback(bus.close)
         await self._heartbeats(stack, service="supervisor")
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))
-        self.monitor = monitor = await stack.enter_async_context(
-            KafkaMonitor(
-                settings.kafka,
-                policy=ScalingPolicy(
-                    drain_s=settings.scale_drain_s,
-                    lag_per_replica=settings.scale_lag_per_replica,
-                    min_replicas=settings.scale_min_replicas,
-                ),
-                metrics=MonitorMetrics(telemetry.registry),
-            )
+        broker = await stack.enter_async_context(Broker(settings.kafka))
+        self.monitor = monitor = KafkaMonitor(
+            broker,
+            policy=ScalingPolicy(
+                drain_s=settings.scale_drain_s,
+                lag_per_replica=settings.scale_lag_per_replica,
+                min_replicas=settings.scale_min_replicas,
+            ),
+            metrics=MonitorMetrics(telemetry.registry),
         )
         # Every instance sweeps: a task being acted on is locked, so each is acted on once.
         for name, step, interval_s in (
@@ -116,9 +116,7 @@ class SupervisorApp(ServiceApp):
                 sweep_forever(step, interval_s=interval_s, what=name), name=name
             )
             stack.push_async_callback(cancel_and_wait, task)
-        dead_letters = await stack.enter_async_context(
-            DeadLetters(database, Outbox(database), settings.kafka)
-        )
+        dead_letters = DeadLetters(database, outbox, broker)
         app = create_http_app(
             title="Mainstay supervisor",
             version="v1",

@@ -37,9 +37,8 @@ from mainstay_common.errors import (
     RuleViolation,
     map_asyncpg_errors,
 )
-from mainstay_common.lifecycle import Resource
 from mainstay_contracts import Header
-from mainstay_supervisor.store.dlq_topics import DLQ_SUFFIX, DlqTopics
+from mainstay_supervisor.store.broker import DLQ_SUFFIX
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -49,8 +48,7 @@ if TYPE_CHECKING:
 
     from mainstay_common.auth import Principal
     from mainstay_common.db import Connection, Database, Outbox
-    from mainstay_common.settings import KafkaSettings
-    from mainstay_supervisor.store.dlq_topics import Bounds, DlqReader, Letter
+    from mainstay_supervisor.store.broker import Bounds, Broker, BrokerReader, Letter
 
 __all__ = ["DeadLetters", "LetterState", "StatusFilter", "replay_message"]
 
@@ -201,28 +199,22 @@ def _parse_cursor(after: str | None) -> tuple[int, int] | None:
     return int(partition), int(offset)
 
 
-class DeadLetters(Resource):
-    """The DLQ topics of this mesh (those of the configured topic prefix) and their triage."""
+class DeadLetters:
+    """The DLQ topics of this mesh (those of ``broker``'s topic prefix) and their triage."""
 
     def __init__(
         self,
         database: Database,
         outbox: Outbox,
-        kafka: KafkaSettings,
+        broker: Broker,
         *,
         batch_size: int = 100,
     ) -> None:
         self._database = database
         self._outbox = outbox
-        self._prefix = kafka.topic_prefix
-        self._broker = DlqTopics(kafka)
+        self._prefix = broker.topic_prefix
+        self._broker = broker
         self._batch_size = batch_size
-
-    async def start(self) -> None:
-        await self._broker.start()
-
-    async def close(self) -> None:
-        await self._broker.close()
 
     # -- reading -----------------------------------------------------------------
 
@@ -536,7 +528,7 @@ class DeadLetters(Resource):
 
     async def _scan(
         self,
-        reader: DlqReader,
+        reader: BrokerReader,
         topic: str,
         bounds: Bounds,
         *,
@@ -569,7 +561,7 @@ class DeadLetters(Resource):
 
     async def _acted_letters(
         self,
-        reader: DlqReader,
+        reader: BrokerReader,
         topic: str,
         status: Acted,
         bounds: Bounds,

@@ -1,16 +1,14 @@
 """What the broker says about the mesh: consumer lag, throughput, dead letters.
 
 Every ``SUPERVISOR_MONITOR_INTERVAL_S`` the monitor reads, through the Kafka
-admin API, every consumer group's committed offsets and every topic's first and
+admin API (:class:`~mainstay_supervisor.store.broker.Broker`), every consumer group's committed offsets and every topic's first and
 next offsets (only the topics and groups of ``MAINSTAY_KAFKA_TOPIC_PREFIX`` when
 one is set). From two samples it derives rates: how fast each group consumes
 and how fast messages arrive on the topics it reads. Lag counts a partition the
 group has never committed on from its first offset (the bus starts a new group
 at the earliest message).
 
-Committed offsets are asked for partition by partition, which works on every
-Kafka-API broker (the embedded one does not answer the "all partitions"
-form). The results feed ``GET /fleet``, ``GET /v1/scaling`` and the
+The results feed ``GET /fleet``, ``GET /v1/scaling`` and the
 ``mainstay_supervisor_*`` gauges an autoscaler reads.
 """
 
@@ -18,33 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from prometheus_client import Gauge
 
-from mainstay_common.errors import DependencyUnavailable
 from mainstay_supervisor.scaling import (
     GroupLoad,
     ScalingPolicy,
     measured_capacity,
     recommend_replicas,
 )
+from mainstay_supervisor.store.broker import DLQ_SUFFIX
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from mainstay_common.settings import KafkaSettings
     from mainstay_supervisor.fleet import Fleet
+    from mainstay_supervisor.store.broker import Broker
 
 __all__ = ["GroupState", "KafkaMonitor", "MonitorMetrics", "Snapshot"]
-
-_log = logging.getLogger("mainstay.supervisor.monitor")
 
 
 @dataclass(frozen=True)
@@ -142,55 +136,16 @@ class KafkaMonitor:
     """Samples the broker; keeps the latest snapshot and what each group can do."""
 
     def __init__(
-        self, kafka: KafkaSettings, *, policy: ScalingPolicy, metrics: MonitorMetrics | None
+        self, broker: Broker, *, policy: ScalingPolicy, metrics: MonitorMetrics | None
     ) -> None:
-        self._kafka = kafka
-        self._prefix = kafka.topic_prefix
+        self._broker = broker
+        self._prefix = broker.topic_prefix
         self.policy = policy
         self._metrics = metrics
-        self._admin: AIOKafkaAdminClient | None = None
-        self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
         self.latest: Snapshot | None = None
         self.capacities: dict[str, float] = {}
         self.recommendations: dict[str, dict[str, Any]] = {}
-
-    async def start(self) -> None:
-        timeout_ms = int(self._kafka.request_timeout_s * 1000)
-        self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._kafka.bootstrap,
-            client_id="mainstay-supervisor-monitor",
-            request_timeout_ms=timeout_ms,
-        )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._kafka.bootstrap,
-            client_id="mainstay-supervisor-monitor",
-            enable_auto_commit=False,
-            request_timeout_ms=timeout_ms,
-        )
-        try:
-            await self._admin.start()
-            await self._consumer.start()
-        except Exception as exc:
-            await self.close()
-            raise DependencyUnavailable(
-                f"cannot reach the broker at {self._kafka.bootstrap}: {exc!r}"
-            ) from exc
-
-    async def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        admin, self._admin = self._admin, None
-        if consumer is not None:
-            await consumer.stop()
-        if admin is not None:
-            await admin.close()
-
-    async def __aenter__(self) -> KafkaMonitor:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def _ours(self, name: str) -> bool:
         return name.startswith(self._prefix) and not name.startswith("__")
@@ -202,64 +157,38 @@ class KafkaMonitor:
     async def sample(self) -> Snapshot:
         """Read offsets now; rates against the previous sample."""
         async with self._lock:
-            try:
-                snapshot = await self._read(self.latest)
-            except DependencyUnavailable:
-                raise
-            except Exception as exc:
-                raise DependencyUnavailable(
-                    f"cannot read offsets from the broker: {exc!r}"
-                ) from exc
-            self.latest = snapshot
-            return snapshot
+            self.latest = await self._read(self.latest)
+            return self.latest
 
     async def _read(self, previous: Snapshot | None) -> Snapshot:
-        admin, consumer = self._admin, self._consumer
-        if admin is None or consumer is None:
-            raise RuntimeError("the monitor is not started")
         taken_at = time.monotonic()
-        topics = sorted(t for t in await admin.list_topics() if self._ours(t))
-        described = await admin.describe_topics(topics) if topics else []
-        partitions = sorted(
-            TopicPartition(str(entry["topic"]), int(part["partition"]))
-            for entry in described
-            if not entry.get("error_code")
-            for part in entry.get("partitions", ())
-        )
-        topics = sorted({tp.topic for tp in partitions})
-        if not partitions:
+        topics = {t: n for t, n in (await self._broker.topics()).items() if self._ours(t)}
+        if not topics:
             return Snapshot(taken_at=taken_at)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        starts: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)
-        topic_ends: dict[str, int] = defaultdict(int)
-        topic_starts: dict[str, int] = defaultdict(int)
-        partitions_of: dict[str, list[TopicPartition]] = defaultdict(list)
-        for tp in partitions:
-            topic_ends[tp.topic] += ends.get(tp, 0)
-            topic_starts[tp.topic] += starts.get(tp, 0)
-            partitions_of[tp.topic].append(tp)
+        async with self._broker.reader() as reader:
+            bounds = await reader.bounds({topic: range(n) for topic, n in topics.items()})
+        partitions = [TopicPartition(t, p) for t in sorted(bounds) for p in sorted(bounds[t])]
+        topic_ends = {t: sum(end for _, end in spans.values()) for t, spans in bounds.items()}
         groups: dict[str, GroupState] = {}
-        for group, protocol in await admin.list_consumer_groups():
-            if protocol not in ("consumer", "") or not self._ours(group):
+        for group in await self._broker.consumer_groups():
+            if not self._ours(group):
                 continue
-            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-            read = sorted({tp.topic for tp, meta in committed.items() if meta.offset >= 0})
+            committed = await self._broker.committed(group, partitions)
+            read = sorted({tp.topic for tp in committed})
             if not read:
                 continue
             lag = consumed = 0
             for topic in read:
-                for tp in partitions_of[topic]:
-                    meta = committed.get(tp)
-                    position = meta.offset if meta is not None and meta.offset >= 0 else None
-                    start = starts.get(tp, 0)
-                    position = start if position is None else max(position, start)
-                    lag += max(0, ends.get(tp, 0) - position)
+                for partition, (first, end) in bounds[topic].items():
+                    # Never committed on: the bus starts a new group at the first offset.
+                    position = max(committed.get(TopicPartition(topic, partition), first), first)
+                    lag += max(0, end - position)
                     consumed += position
             groups[group] = GroupState(
                 group=group,
                 service=self.service_of(group),
                 topics=tuple(read),
-                partitions=max(len(partitions_of[t]) for t in read),
+                partitions=max(len(bounds[t]) for t in read),
                 lag=lag,
                 consumed=consumed,
                 consume_rate=None,
@@ -280,14 +209,14 @@ class KafkaMonitor:
                     arrival_rate=max(0, arrived) / elapsed,
                 )
         dead_letters = {
-            topic: topic_ends[topic] - topic_starts[topic]
-            for topic in topics
-            if topic.endswith(".dlq")
+            topic: sum(end - first for first, end in spans.values())
+            for topic, spans in bounds.items()
+            if topic.endswith(DLQ_SUFFIX)
         }
         return Snapshot(
             taken_at=taken_at,
             groups=groups,
-            topic_ends=dict(topic_ends),
+            topic_ends=topic_ends,
             dead_letters=dead_letters,
         )
 

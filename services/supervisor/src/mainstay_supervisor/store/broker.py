@@ -1,8 +1,9 @@
-"""Dead-letter topics on the broker, read with aiokafka.
+"""The broker as the supervisor reads it, with aiokafka: topics, consumer groups, records.
 
-Topics are listed with an admin client; letters are read by a consumer that
-joins no group (partitions assigned by hand, offsets sought), so reading
-commits nothing and disturbs no consumer group. Broker failures leave this
+Topics and consumer groups' committed offsets come from one admin client;
+records (dead letters) and offsets are read by a consumer that joins no group
+(partitions assigned by hand, offsets sought), so reading commits nothing and
+disturbs no consumer group. Broker failures leave this
 module as the project's errors (``DependencyUnavailable``/``DependencyTimeout``).
 """
 
@@ -26,17 +27,24 @@ from mainstay_common.lifecycle import Resource
 from mainstay_contracts import Header
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
+    from collections.abc import (
+        AsyncGenerator,
+        AsyncIterator,
+        Iterable,
+        Iterator,
+        Mapping,
+        Sequence,
+    )
 
     from mainstay_common.settings import KafkaSettings
 
-__all__ = ["DLQ_SUFFIX", "Bounds", "DlqReader", "DlqTopics", "Letter"]
+__all__ = ["DLQ_SUFFIX", "Bounds", "Broker", "BrokerReader", "Letter"]
 
 DLQ_SUFFIX = ".dlq"
 Bounds = dict[int, tuple[int, int]]
 """``(first offset, end offset)`` of each partition of a topic."""
 
-_CLIENT_ID = "mainstay-supervisor-dlq"
+_CLIENT_ID = "mainstay-supervisor"
 _CHUNK = 200
 _POLL_MS = 200
 
@@ -87,11 +95,13 @@ class Letter:
         return f"partition {self.partition} offset {self.offset} of '{self.topic}'"
 
 
-class DlqTopics(Resource):
-    """The broker's topics, and readers of their letters; an async context manager."""
+class Broker(Resource):
+    """The broker's topics and consumer groups, and readers of records; an async context
+    manager."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self._kafka = kafka
+        self.topic_prefix = kafka.topic_prefix
         self._timeout_s = kafka.request_timeout_s
         self._admin: AIOKafkaAdminClient | None = None
 
@@ -116,12 +126,11 @@ class DlqTopics(Resource):
 
     async def topics(self) -> dict[str, int]:
         """Every topic on the broker and its partition count."""
-        if self._admin is None:
-            raise RuntimeError("DlqTopics is not started; use 'async with'")
+        admin = self._started()
         with _broker_errors("list topics"):
             # Never a metadata request naming topics: a broker that creates topics on
             # demand (the embedded one does) would create a mistyped one.
-            described = await asyncio.wait_for(self._admin.describe_topics(), self._timeout_s)
+            described = await asyncio.wait_for(admin.describe_topics(), self._timeout_s)
         return {
             entry["topic"]: len(entry["partitions"])
             for entry in described
@@ -139,8 +148,36 @@ class DlqTopics(Resource):
             and len(topic) > len(prefix) + len(DLQ_SUFFIX)
         }
 
+    async def consumer_groups(self) -> list[str]:
+        """The consumer groups the broker knows (of any topic prefix)."""
+        admin = self._started()
+        with _broker_errors("list consumer groups"):
+            groups = await asyncio.wait_for(admin.list_consumer_groups(), self._timeout_s)
+        return [str(group) for group, protocol in groups if protocol in ("consumer", "")]
+
+    async def committed(
+        self, group: str, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """The offsets ``group`` committed on ``partitions`` (those it never committed on left out).
+
+        Asked partition by partition: the embedded broker does not answer the
+        "every partition of the group" form of the request.
+        """
+        admin = self._started()
+        with _broker_errors(f"read the committed offsets of {group}"):
+            offsets = await asyncio.wait_for(
+                admin.list_consumer_group_offsets(group, partitions=list(partitions)),
+                self._timeout_s,
+            )
+        return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+    def _started(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            raise RuntimeError("Broker is not started; use 'async with'")
+        return self._admin
+
     @contextlib.asynccontextmanager
-    async def reader(self) -> AsyncIterator[DlqReader]:
+    async def reader(self) -> AsyncIterator[BrokerReader]:
         """A reader of its own: its assignment is not shared with concurrent requests."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._kafka.bootstrap,
@@ -154,12 +191,12 @@ class DlqTopics(Resource):
         try:
             with _broker_errors("connect to the broker"):
                 await asyncio.wait_for(consumer.start(), self._timeout_s)
-            yield DlqReader(consumer, self._timeout_s)
+            yield BrokerReader(consumer, self._timeout_s)
         finally:
             await consumer.stop()
 
 
-class DlqReader:
+class BrokerReader:
     """A consumer without a group, reading ranges of partitions of existing topics."""
 
     def __init__(self, consumer: AIOKafkaConsumer, timeout_s: float) -> None:
