@@ -12,13 +12,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mainstay_common.auth import TokenSource, TokenVerifier, parse_credentials
+from mainstay_common.auth import TokenSource, TokenVerifier
 from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.http import ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import cancel_and_wait, sweep_forever
 from mainstay_common.service import ServiceApp
-from mainstay_common.settings import secret_values
 from mainstay_contracts.identity import SEND_MAIL
 from mainstay_contracts.ledger import LEDGER_EVENTS
 from mainstay_ledger.handlers.http import create_router
@@ -50,21 +49,18 @@ class LedgerApp(ServiceApp):
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
         # Bad credentials fail before anything starts.
-        credentials = parse_credentials(
-            secret_values(
-                settings.approval_credentials,
-                settings.approval_credentials_file,
-                what="approval credentials",
-            ),
+        tokens = TokenSource.for_identity(
+            settings.identity_url,
+            settings.approval_credentials,
+            settings.approval_credentials_file,
             what="approval credentials",
         )
+        stack.push_async_callback(tokens.aclose)
         telemetry = self._telemetry(stack, "ledger")
         # The ledger leaves no session state behind (transaction-scoped locks only).
         database = await self._database(
             stack, schema=SCHEMA, migrations=MIGRATIONS, reset_sessions=False
         )
-        tokens = TokenSource(f"{settings.identity_url.rstrip('/')}/oauth/token", credentials)
-        stack.push_async_callback(tokens.aclose)
         self.bus = bus = Bus.for_service("ledger", settings, registry=telemetry.registry)
         self.ledger = ledger = Ledger(
             database,

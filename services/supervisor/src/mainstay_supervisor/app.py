@@ -13,13 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mainstay_common.auth import TokenSource, TokenVerifier, parse_credentials
+from mainstay_common.auth import TokenSource, TokenVerifier
 from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.http import ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import cancel_and_wait, sweep_forever
 from mainstay_common.service import ServiceApp
-from mainstay_common.settings import secret_values
 from mainstay_contracts.execution import CANCEL_TASK, RESUME_TASK
 from mainstay_contracts.identity import SEND_MAIL
 from mainstay_contracts.supervisor import AGENT_EVENTS
@@ -61,19 +60,18 @@ class SupervisorApp(ServiceApp):
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
         # Bad credentials fail before anything starts.
-        credentials = parse_credentials(
-            secret_values(
-                settings.mail_credentials, settings.mail_credentials_file, what="mail credentials"
-            ),
+        tokens = TokenSource.for_identity(
+            settings.identity_url,
+            settings.mail_credentials,
+            settings.mail_credentials_file,
             what="mail credentials",
         )
+        stack.push_async_callback(tokens.aclose)
         telemetry = self._telemetry(stack, "supervisor")
         database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
         self.bus = bus = Bus.for_service("supervisor", settings, registry=telemetry.registry)
         outbox = Outbox(database)
         self.registry = registry = Registry(database, bus, outbox)
-        tokens = TokenSource(f"{settings.identity_url.rstrip('/')}/oauth/token", credentials)
-        stack.push_async_callback(tokens.aclose)
         self.supervision = supervision = Supervision(
             database,
             bus,

@@ -13,10 +13,17 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from mainstay_common.errors import InvalidArgument, map_httpx_errors
+from mainstay_common.settings import secret_values
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pydantic import SecretStr
 
 __all__ = ["ClientCredentials", "TokenSource", "parse_credentials"]
 
@@ -59,6 +66,15 @@ class TokenSource:
         self._cache: dict[str, tuple[str, float]] = {}
         self._lock = asyncio.Lock()
         self._http = httpx.AsyncClient(timeout=10.0)
+
+    @classmethod
+    def for_identity(
+        cls, identity_url: str, secrets: Sequence[SecretStr], file: str | None, *, what: str
+    ) -> TokenSource:
+        """Tokens from the identity service at ``identity_url`` for the credentials in
+        ``secrets`` (or, when empty, ``file``); a malformed entry raises at once, naming it."""
+        lines = secret_values(secrets, file, what=what)
+        return cls(f"{identity_url.rstrip('/')}/oauth/token", parse_credentials(lines, what=what))
 
     def has_tenant(self, tenant: str) -> bool:
         return tenant in self._credentials
