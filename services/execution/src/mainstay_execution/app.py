@@ -79,6 +79,7 @@ class ExecutionApp(ServiceApp):
         verifier = TokenVerifier.from_settings(settings.auth)
         stack.push_async_callback(verifier.aclose)
         runner = Runner(
+            database=database,
             tasks=tasks,
             leases=leases,
             provider=providers,

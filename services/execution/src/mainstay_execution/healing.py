@@ -22,7 +22,10 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Action", "Circuit", "Circuits", "backoff", "decide"]
 
@@ -60,25 +63,14 @@ class Circuits:
 
     failures: int = 5
     open_s: float = 30.0
-    clock: object = field(default=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
     _circuits: dict[tuple[str, str], Circuit] = field(default_factory=dict)
-
-    def _now(self) -> float:
-        clock = self.clock
-        assert callable(clock)
-        return float(clock())
 
     def allows(self, provider: str, model: str) -> bool:
         circuit = self._circuits.get((provider, model))
         if circuit is None or circuit.opened_at is None:
             return True
-        return self._now() - circuit.opened_at >= self.open_s  # half-open: one try
-
-    def state(self, provider: str, model: str) -> str:
-        circuit = self._circuits.get((provider, model))
-        if circuit is None or circuit.opened_at is None:
-            return "closed"
-        return "half-open" if self.allows(provider, model) else "open"
+        return self.clock() - circuit.opened_at >= self.open_s  # half-open: one try
 
     def succeeded(self, provider: str, model: str) -> None:
         self._circuits.pop((provider, model), None)
@@ -87,4 +79,4 @@ class Circuits:
         circuit = self._circuits.setdefault((provider, model), Circuit())
         circuit.failures += 1
         if circuit.failures >= self.failures:
-            circuit.opened_at = self._now()
+            circuit.opened_at = self.clock()

@@ -41,7 +41,7 @@ class Leases:
     """The partition leases this instance holds, and fenced transactions under them."""
 
     def __init__(self, database: Database, owner: str) -> None:
-        self.database = self._database = database
+        self._database = database
         self.owner = owner
         self.held: dict[int, int] = {}
         """Epoch of each partition this instance holds."""

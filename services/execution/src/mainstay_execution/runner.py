@@ -26,6 +26,7 @@ from mainstay_execution.providers.base import Message, ModelError, ModelReply
 from mainstay_execution.tasks import TaskEnded
 
 if TYPE_CHECKING:
+    from mainstay_common.db import Database
     from mainstay_execution.healing import Circuits
     from mainstay_execution.ownership import Leases
     from mainstay_execution.providers.base import Provider
@@ -43,6 +44,7 @@ class Runner:
     def __init__(
         self,
         *,
+        database: Database,
         tasks: Tasks,
         leases: Leases,
         provider: Provider,
@@ -50,6 +52,7 @@ class Runner:
         settings: ExecutionSettings,
         api_keys: dict[str, str],
     ) -> None:
+        self._database = database
         self._tasks = tasks
         self._leases = leases
         self._provider = provider
@@ -154,7 +157,7 @@ class Runner:
         return reply
 
     async def _recorded(self, task_id: str, step: int) -> ModelReply | None:
-        document = await self._tasks_db_fetchval(
+        document = await self._database.fetchval(
             "SELECT reply FROM model_calls WHERE task_id = $1 AND step = $2"
             " AND reply IS NOT NULL ORDER BY attempt DESC LIMIT 1",
             task_id,
@@ -163,16 +166,13 @@ class Runner:
         return None if document is None else ModelReply.from_json(document)
 
     async def _attempts(self, task_id: str, step: int, model: str) -> int:
-        count = await self._tasks_db_fetchval(
+        count = await self._database.fetchval(
             "SELECT count(*) FROM model_calls WHERE task_id = $1 AND step = $2 AND model = $3",
             task_id,
             step,
             model,
         )
         return int(count or 0)
-
-    async def _tasks_db_fetchval(self, query: str, *args: Any) -> Any:
-        return await self._leases.database.fetchval(query, *args)
 
     @staticmethod
     async def _next_attempt_row(tx: Any, task_id: str, step: int) -> int:
@@ -324,12 +324,12 @@ class Runner:
         if definition.system_prompt:
             messages.append(Message(role="system", content=definition.system_prompt))
         messages.append(Message(role="user", content=task.input))
-        replies = await self._leases.database.fetch(
+        replies = await self._database.fetch(
             "SELECT DISTINCT ON (step) step, reply FROM model_calls WHERE task_id = $1"
             " AND reply IS NOT NULL ORDER BY step, attempt DESC",
             task.task_id,
         )
-        results = await self._leases.database.fetch(
+        results = await self._database.fetch(
             "SELECT step, idx, call_id, result FROM tool_calls WHERE task_id = $1"
             " ORDER BY step, idx",
             task.task_id,

@@ -182,17 +182,17 @@ class Execution:
             for topic, partition in self._bus.assignment().get(self._submit_group, set())
             if topic == self._submit_topic
         }
-        kept = await self._leases.still_held()
-        for partition in (set(self._leases.held) | kept) - (kept & assigned):
+        kept = await self._leases.still_held()  # those taken over are dropped already
+        for partition in kept - assigned:
             self._leases.release(partition)
         lost = [t for t, p in self._partition_of.items() if p not in self._leases.held]
         for task_id in lost:
             await self._stop(task_id)
         for partition in sorted(assigned - kept):
             await self._leases.acquire(partition)
-        for partition in sorted(assigned):
-            for task_id in await self._tasks.live(partition):
-                self.start(task_id, partition)
+        # Every round, not only on a takeover: a runner that died (PostgreSQL away) restarts.
+        for task_id, partition in await self._tasks.live(assigned):
+            self.start(task_id, partition)
         return 0
 
     async def close(self) -> None:

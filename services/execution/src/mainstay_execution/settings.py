@@ -51,8 +51,3 @@ class ExecutionSettings(ServiceSettings):
     circuit_open_s: float = Field(
         default=30.0, gt=0, description="How long an open circuit refuses calls."
     )
-    retention_s: float = Field(
-        default=7 * 86_400.0,
-        gt=0,
-        description="Finished tasks keep their checkpoints this long, then only their summary.",
-    )

@@ -16,6 +16,8 @@ from mainstay_contracts.execution import TASK_EVENTS, TaskEvent
 from mainstay_contracts.supervisor import AgentDefinition
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import asyncpg
 
     from mainstay_common.bus import Bus, Event
@@ -136,14 +138,14 @@ class Tasks:
         row = await (tx.fetchrow(query, task_id) if tx else self._database.fetchrow(query, task_id))
         return None if row is None else Task.of(row)
 
-    async def live(self, partition: int) -> list[str]:
-        """The unfinished tasks of a partition, oldest first."""
+    async def live(self, partitions: Iterable[int]) -> list[tuple[str, int]]:
+        """The unfinished tasks of ``partitions`` with their partition, by priority, then age."""
         rows = await self._database.fetch(
-            "SELECT task_id FROM tasks WHERE partition = $1 AND state IN ('running', 'waiting')"
-            " ORDER BY priority, created_at",
-            partition,
+            "SELECT task_id, partition FROM tasks WHERE partition = ANY($1::int[])"
+            " AND state IN ('running', 'waiting') ORDER BY priority, created_at",
+            list(partitions),
         )
-        return [row["task_id"] for row in rows]
+        return [(row["task_id"], row["partition"]) for row in rows]
 
     async def update(self, tx: Connection, task_id: str, **changes: Any) -> Task:
         """Change columns of a live task (names are this module's own, never input).
@@ -197,7 +199,7 @@ class Tasks:
         self,
         tx: Connection,
         kind: str,
-        task: Task | SubmitTaskCommand,
+        task: Task,
         *,
         caused_by: Event[Any] | None = None,
         **fields: Any,
@@ -208,8 +210,8 @@ class Tasks:
             task_id=task.task_id,
             tenant=task.tenant,
             agent=task.agent,
-            agent_version=getattr(task, "agent_version", None),
-            degraded=getattr(task, "degraded", False),
+            agent_version=task.agent_version,
+            degraded=task.degraded,
             occurred_at=datetime.now(UTC),
             **fields,
         )
