@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter
 
@@ -55,13 +55,13 @@ if TYPE_CHECKING:
     from mainstay_contracts.execution import TaskEvent
     from mainstay_supervisor.registry import AgentRecord, Registry
 
-__all__ = ["Supervision", "SupervisionMetrics"]
+__all__ = ["Supervision", "SupervisionMetrics", "TaskState"]
 
 _log = logging.getLogger("mainstay.supervisor.progress")
 _BATCH = 100
 _REQUESTER = "supervisor"
 _KEEP_RESTARTS = timedelta(days=8)  # longer than the longest strategy period (7 days)
-TASK_STATES = ("running", "waiting", "cancelling", "finished")
+TaskState = Literal["running", "waiting", "cancelling", "finished"]
 
 
 class SupervisionMetrics:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mainstay_common.auth import Principal, require_principal
 from mainstay_common.errors import InvalidArgument, describe_validation_error
 from mainstay_contracts.supervisor import AgentDefinition
+from mainstay_supervisor.progress import TaskState  # noqa: TC001 - FastAPI reads the annotation at runtime
 
 if TYPE_CHECKING:
     from mainstay_supervisor.fleet import Fleet
@@ -36,7 +37,6 @@ Caller = Annotated[Principal, Depends(require_principal)]
 Tenant = Annotated[str, Path(min_length=1, max_length=200)]
 AgentName = Annotated[str, Path(min_length=1, max_length=63)]
 _MAX_BODY = 1_000_000
-TaskState = Literal["running", "waiting", "cancelling", "finished"]
 
 
 class QuarantineRequest(BaseModel):
