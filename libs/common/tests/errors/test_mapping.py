@@ -52,6 +52,7 @@ def test_public_names() -> None:
         "map_asyncpg_errors",
         "map_grpc_errors",
         "map_httpx_errors",
+        "parse_retry_after",
     ]
 
 

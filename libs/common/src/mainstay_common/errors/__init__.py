@@ -7,6 +7,7 @@ from mainstay_common.errors._adapters import (
     map_asyncpg_errors,
     map_grpc_errors,
     map_httpx_errors,
+    parse_retry_after,
 )
 from mainstay_common.errors._base import (
     AlreadyExists,
@@ -50,4 +51,5 @@ __all__ = [
     "map_asyncpg_errors",
     "map_grpc_errors",
     "map_httpx_errors",
+    "parse_retry_after",
 ]

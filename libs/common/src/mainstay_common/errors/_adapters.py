@@ -270,7 +270,7 @@ def _from_http_status(
             return None
     retry_after = None
     if error_type.retryable:
-        retry_after = _parse_retry_after(response.headers.get("retry-after"))
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
     target = f"{request.method} {_safe_url(request.url)}"
     return error_type(
         f"{service}: HTTP {status} {response.reason_phrase} from {target}",
@@ -297,8 +297,9 @@ def _words(exc: Exception) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", " ", type(exc).__name__).lower()
 
 
-def _parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now (RFC 9110 §10.2.3), or None when absent/garbled."""
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` (delta-seconds or an HTTP date) as seconds from ``now`` (RFC 9110
+    §10.2.3), never negative; None when absent or garbled."""
     if value is None:
         return None
     value = value.strip()
@@ -311,7 +312,7 @@ def _parse_retry_after(value: str | None) -> float | None:
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
@@ -372,5 +373,5 @@ def _translate_grpc(service: str, exc: Exception) -> MainstayError | None:
     if callable(getattr(call, "trailing_metadata", None)):
         for key, value in call.trailing_metadata() or ():
             if key == "retry-after":
-                retry_after = _parse_retry_after(str(value))
+                retry_after = parse_retry_after(str(value))
     return error_type(f"{service}: {code.name}: {details or 'no details'}", retry_after=retry_after)

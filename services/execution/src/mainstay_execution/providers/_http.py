@@ -20,16 +20,15 @@ as it is (the loop reports it as an unknown tool).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from mainstay_common.errors import parse_retry_after as parse_retry_after_header
 from mainstay_execution.providers.base import ErrorKind, ModelError
 
 if TYPE_CHECKING:
@@ -197,19 +196,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     millis = _finite(headers.get("retry-after-ms"))
     if millis is not None:
         return max(0.0, millis / 1000)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    seconds = _finite(value)
-    if seconds is None:
-        try:
-            when = email.utils.parsedate_to_datetime(value.strip())
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds)
+    return parse_retry_after_header(headers.get("retry-after"))
 
 
 def _finite(value: str | None) -> float | None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import email.utils
-import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from mainstay_common.errors import parse_retry_after as parse_retry_after_header
+
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from mainstay_contracts.tools import CallOutcome, ToolSpec
 
 __all__ = [
@@ -88,20 +89,7 @@ def classify_status(status: int) -> FailureOutcome | None:
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if valid."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), 24 * 3600.0)
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if valid; a
+    tool is never waited for longer than a day."""
+    seconds = parse_retry_after_header(value, now=now)
+    return None if seconds is None else min(seconds, 24 * 3600.0)
