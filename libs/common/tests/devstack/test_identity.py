@@ -1,8 +1,10 @@
 """The identity service starts first, signs ``admin.token``, and the others follow it.
 
 The workspace here holds a fake ``identity`` (an HTTP server answering
-``/readyz`` on ``IDENTITY_HTTP_PORT``, and a ``bootstrap`` module that writes
-the token) and a fake consumer service that reports what it was started with,
+``/readyz`` on ``IDENTITY_HTTP_PORT``, registering principals and issuing
+tokens for their secrets, which it forgets when it stops; and a ``bootstrap``
+module that writes the token) and a fake consumer service (and, for one test,
+a fake ``execution`` service that mails) that reports what it was started with,
 so these tests check the stack's orchestration; the real bootstrap is tested
 in ``services/identity/tests/test_bootstrap.py``. The broker and PostgreSQL are
 the test session's, attached as external servers.
@@ -25,14 +27,20 @@ if TYPE_CHECKING:
 
 IDENTITY_MAIN = """\
 import http.server
+import json
 import os
 import signal
 import sys
+import urllib.parse
+import uuid
 
 MODE = {mode!r}
 if MODE == "crash":
     print("fake identity: no key secret, giving up", flush=True)
     sys.exit(3)
+
+
+SECRETS = {{}}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -41,6 +49,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200 if ready else 503)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _answer(self, status, document):
+        body = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self):
+        return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+
+    def do_PUT(self):
+        body = json.loads(self._body())
+        if self.headers.get("Authorization") != "Bearer fake-token":
+            return self._answer(401, {{}})
+        return self._answer(201, {{"kind": body["kind"]}})
+
+    def do_POST(self):
+        form = urllib.parse.parse_qs(self._body().decode())
+        if self.path == "/oauth/token":
+            client_id, secret = form["client_id"][0], form["client_secret"][0]
+            granted = SECRETS.get(client_id) == secret
+            return self._answer(200 if granted else 401, {{"access_token": "t"}})
+        if self.headers.get("Authorization") != "Bearer fake-token":
+            return self._answer(401, {{}})
+        parts = self.path.strip("/").split("/")  # v1/tenants/<t>/principals/<name>/secret
+        client_id = parts[2] + "/" + parts[4]
+        SECRETS[client_id] = uuid.uuid4().hex
+        return self._answer(200, {{"client_id": client_id, "client_secret": SECRETS[client_id]}})
 
     def log_message(self, *args):
         pass
@@ -90,8 +128,28 @@ while True:
     time.sleep(1)
 """
 
+MAILER_MAIN = """\
+import os
+import signal
+import sys
+import time
 
-def _repo(root: Path, *, mode: str = "ok", bootstrap_fails: bool = False) -> Path:
+print(
+    "mailer up",
+    os.environ.get("EXECUTION_IDENTITY_URL"),
+    os.environ.get("EXECUTION_MAIL_CREDENTIALS_FILE"),
+    os.environ.get("EXECUTION_MEMORY_TARGET"),
+    flush=True,
+)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    time.sleep(1)
+"""
+
+
+def _repo(
+    root: Path, *, mode: str = "ok", bootstrap_fails: bool = False, mailer: bool = False
+) -> Path:
     identity = root / "services" / "identity" / "src" / "mainstay_identity"
     identity.mkdir(parents=True)
     (identity / "__init__.py").write_text("")
@@ -101,6 +159,11 @@ def _repo(root: Path, *, mode: str = "ok", bootstrap_fails: bool = False) -> Pat
     consumer.mkdir(parents=True)
     (consumer / "__init__.py").write_text("")
     (consumer / "__main__.py").write_text(CONSUMER_MAIN)
+    if mailer:
+        execution = root / "services" / "execution" / "src" / "mainstay_execution"
+        execution.mkdir(parents=True)
+        (execution / "__init__.py").write_text("")
+        (execution / "__main__.py").write_text(MAILER_MAIN)
     return root
 
 
@@ -181,6 +244,42 @@ async def test_identity_starts_first_signs_the_token_and_the_others_follow_it(
     assert f"admin token kept: {home / 'admin.token'}" in events
 
     assert sorted(await stack.down()) == ["consumer", "identity"]
+
+
+async def test_a_service_that_mails_gets_a_principal_and_its_credentials_file(
+    tmp_path: Path,
+    home_factory: Callable[[], Path],
+    kafka_bootstrap: str,
+    postgres_dsn: str,
+) -> None:
+    repo = _repo(tmp_path / "repo", mailer=True)
+    home = home_factory()
+    port = free_port()
+    events: list[str] = []
+    stack = _stack(home, repo, kafka_bootstrap, postgres_dsn, port, events)
+    url = f"http://127.0.0.1:{port}"
+    credentials = home / "credentials" / "execution.txt"
+
+    rows = {row.name: row for row in await stack.up()}
+
+    assert rows["execution"].state == "up"
+    client_id, secret = credentials.read_text().strip().split(":")
+    assert client_id == "default/execution"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    assert not (home / "credentials" / "consumer.txt").exists()  # it mails nobody
+    line = await _wait_for_line(stack.home.log_file("execution"), "mailer up")
+    assert line == f"mailer up {url} {credentials} 127.0.0.1:50051"
+    assert f"credentials: wrote {credentials} (execution mails as default/execution)" in events
+
+    events.clear()
+    await stack.up()  # the secret still gets a token: kept
+    assert credentials.read_text().strip() == f"{client_id}:{secret}"
+    assert f"credentials: kept {credentials} (execution mails as default/execution)" in events
+
+    await stack.down()
+    await stack.up()  # this identity forgot every secret (a new database): a new one
+    assert credentials.read_text().strip().split(":")[1] != secret
+    assert sorted(await stack.down()) == ["consumer", "execution", "identity"]
 
 
 async def test_an_identity_that_exits_at_start_is_reported_with_its_log(

@@ -13,6 +13,7 @@ import mainstay_common.devstack as devstack
 from mainstay_common.db import redact_dsn
 from mainstay_common.devstack import (
     ProcessRecord,
+    ServiceSpec,
     StackError,
     StackHome,
     discover_services,
@@ -143,6 +144,50 @@ def test_the_developers_own_auth_settings_win(fake_repo: Path, tmp_path: Path) -
         topic_prefix="",
     )
     assert not {k for k in none if k.startswith("MAINSTAY_AUTH_")}
+
+
+def test_each_service_gets_what_it_needs_from_the_mesh(tmp_path: Path) -> None:
+    def env_of(name: str, base: dict[str, str] | None = None) -> dict[str, str]:
+        spec = ServiceSpec(name, "mainstay_" + name.replace("-", "_"), tmp_path / name / "src")
+        return service_environment(
+            spec,
+            base or {},
+            home=tmp_path,
+            kafka_bootstrap="127.0.0.1:1",
+            postgres_dsn="postgresql://x@127.0.0.1:2/x",
+            topic_prefix="",
+            identity_port=8203,
+        )
+
+    identity = "http://127.0.0.1:8203"
+    execution = env_of("execution")
+    assert execution["EXECUTION_MEMORY_TARGET"] == "127.0.0.1:50051"
+    assert execution["EXECUTION_IDENTITY_URL"] == identity
+    assert "EXECUTION_MAIL_CREDENTIALS_FILE" not in execution  # none provisioned yet
+    moved = env_of("execution", {"MEMORY_GRPC_PORT": "50999"})
+    assert moved["EXECUTION_MEMORY_TARGET"] == "127.0.0.1:50999"
+    ledger = env_of("ledger")
+    assert (ledger["LEDGER_USAGE_EVENTS"], ledger["LEDGER_IDENTITY_URL"]) == ("true", identity)
+    assert env_of("supervisor")["SUPERVISOR_IDENTITY_URL"] == identity
+    # Once `up` wrote a service's credentials, its environment names the file.
+    (tmp_path / "credentials").mkdir()
+    for service in ("execution", "ledger", "supervisor"):
+        (tmp_path / "credentials" / f"{service}.txt").write_text(f"default/{service}:s\n")
+    assert env_of("execution")["EXECUTION_MAIL_CREDENTIALS_FILE"] == str(
+        tmp_path / "credentials" / "execution.txt"
+    )
+    assert env_of("ledger")["LEDGER_APPROVAL_CREDENTIALS_FILE"] == str(
+        tmp_path / "credentials" / "ledger.txt"
+    )
+    assert env_of("supervisor")["SUPERVISOR_MAIL_CREDENTIALS_FILE"] == str(
+        tmp_path / "credentials" / "supervisor.txt"
+    )
+    # What the developer set wins; no service gets another's settings.
+    own = env_of("ledger", {"LEDGER_USAGE_EVENTS": "false", "LEDGER_IDENTITY_URL": "http://id"})
+    assert (own["LEDGER_USAGE_EVENTS"], own["LEDGER_IDENTITY_URL"]) == ("false", "http://id")
+    tools = env_of("tools-gateway")
+    assert not {k for k in tools if k.startswith(("EXECUTION_", "LEDGER_", "SUPERVISOR_"))}
+    assert not {k for k in execution if k.startswith(("LEDGER_", "SUPERVISOR_"))}
 
 
 def test_the_identity_port_comes_from_the_environment() -> None:

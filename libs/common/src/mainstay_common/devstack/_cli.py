@@ -16,7 +16,7 @@ from rich.table import Table
 
 from mainstay_common.devstack._home import BROKER, POSTGRES, StackError
 from mainstay_common.devstack._process import tail
-from mainstay_common.devstack._services import identity_base_url, identity_port
+from mainstay_common.devstack._services import identity_base_url, identity_port, memory_target
 from mainstay_common.devstack._stack import DEFAULT_KAFKA_PORT, DEFAULT_PG_PORT, EmbeddedStack
 
 if TYPE_CHECKING:
@@ -160,9 +160,9 @@ def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
         ok = report.ok
         running = {row.name for row in await stack.status() if row.state == "up"}
         if "memory" in running:
-            memory_target = f"127.0.0.1:{os.environ.get('MEMORY_GRPC_PORT', '50051')}"
-            _out.print(f"\n[bold]demo:[/bold] memory over gRPC at {memory_target}")
-            memory = await run_memory_demo(memory_target, stack.home.root, _out)
+            target = memory_target(os.environ)
+            _out.print(f"\n[bold]demo:[/bold] memory over gRPC at {target}")
+            memory = await run_memory_demo(target, stack.home.root, _out)
             ok = ok and memory.ok
         if "tools-gateway" in running:
             tools_url = f"http://127.0.0.1:{os.environ.get('TOOLS_GATEWAY_HTTP_PORT', '8102')}"

@@ -6,7 +6,13 @@ A service is any folder ``services/<svc>/`` that holds
 
 The identity service (``services/identity``) starts first: the others verify
 tokens against its JWKS and read its revocation feed, and ``admin.token`` is
-signed by it.
+signed by it. The services that mail humans through it (:data:`MAILERS`) each
+get a principal of their own in the ``default`` tenant, whose client
+credentials the stack keeps under ``<home>/credentials/``.
+
+:func:`service_environment` is the one place that says what a service process
+starts with: the stack's addresses for every service, then what each service
+needs to reach the others (:func:`_mesh_settings`).
 """
 
 from __future__ import annotations
@@ -24,11 +30,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_IDENTITY_PORT",
+    "DEFAULT_MEMORY_GRPC_PORT",
     "IDENTITY",
+    "MAILERS",
+    "MAIL_TENANT",
     "ServiceSpec",
     "discover_services",
     "identity_base_url",
     "identity_port",
+    "mail_credentials_file",
+    "memory_target",
     "service_environment",
 ]
 
@@ -36,6 +47,18 @@ IDENTITY = "identity"
 """The service that signs tokens; the stack starts it before the others."""
 DEFAULT_IDENTITY_PORT = 8103
 _IDENTITY_PORT_ENV = "IDENTITY_HTTP_PORT"
+DEFAULT_MEMORY_GRPC_PORT = 50051
+_MEMORY_GRPC_PORT_ENV = "MEMORY_GRPC_PORT"
+
+MAILERS: dict[str, str] = {
+    "execution": "EXECUTION_MAIL_CREDENTIALS_FILE",
+    "ledger": "LEDGER_APPROVAL_CREDENTIALS_FILE",
+    "supervisor": "SUPERVISOR_MAIL_CREDENTIALS_FILE",
+}
+"""Services that mail humans through the identity service, and the setting that names
+the file of their client credentials."""
+MAIL_TENANT = "default"
+"""The tenant the stack registers the mailers in: the one ``admin.token`` administers."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +111,35 @@ def identity_base_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def memory_target(environ: Mapping[str, str]) -> str:
+    """The memory service's gRPC address (``host:port``): ``MEMORY_GRPC_PORT``, else 50051."""
+    port = environ.get(_MEMORY_GRPC_PORT_ENV, "").strip() or str(DEFAULT_MEMORY_GRPC_PORT)
+    return f"127.0.0.1:{port}"
+
+
+def mail_credentials_file(home: Path, service: str) -> Path:
+    """Where the stack keeps ``<tenant>/<name>:<secret>`` of ``service``'s mail principal."""
+    return home / "credentials" / f"{service}.txt"
+
+
+def _mesh_settings(
+    service: str, environ: Mapping[str, str], *, home: Path, identity_url: str | None
+) -> dict[str, str]:
+    """What ``service`` needs to work with the other services of the stack."""
+    wanted: dict[str, str] = {}
+    if service == "ledger":
+        # The execution service closes a task's hold once the ledger confirms its usage.
+        wanted["LEDGER_USAGE_EVENTS"] = "true"
+    if service == "execution":
+        wanted["EXECUTION_MEMORY_TARGET"] = memory_target(environ)
+    if identity_url is not None and service in MAILERS:
+        wanted[service.upper() + "_IDENTITY_URL"] = identity_url
+        credentials = mail_credentials_file(home, service)
+        if credentials.is_file():
+            wanted[MAILERS[service]] = str(credentials)
+    return wanted
+
+
 def service_environment(
     spec: ServiceSpec,
     base: Mapping[str, str],
@@ -102,16 +154,17 @@ def service_environment(
 
     ``identity_port`` is where the stack's identity service listens (on
     loopback); every service then verifies tokens against its JWKS and reads its
-    revocation feed, unless the caller's environment names other ones.
+    revocation feed, unless the caller's environment names other ones. What a
+    setting of the caller's environment already says is never overridden.
     """
     env = dict(base)
+    identity_url = None if identity_port is None else identity_base_url(identity_port)
     env["MAINSTAY_KAFKA_BOOTSTRAP"] = kafka_bootstrap
     env["MAINSTAY_POSTGRES_DSN"] = postgres_dsn
     env["MAINSTAY_HOME"] = str(home)
     if topic_prefix:
         env["MAINSTAY_KAFKA_TOPIC_PREFIX"] = topic_prefix
-    if identity_port is not None:
-        identity_url = identity_base_url(identity_port)
+    if identity_url is not None:
         env[_IDENTITY_PORT_ENV] = str(identity_port)
         # A JWKS file the developer names is their choice too (a URL would take precedence).
         if "MAINSTAY_AUTH_JWKS_FILE" not in env:
@@ -121,6 +174,10 @@ def service_environment(
     # directory must find them unless the developer pointed elsewhere.
     env.setdefault("TOOLS_GATEWAY_VAULT_KEY_FILE", str(home / "vault.key"))
     env.setdefault("IDENTITY_KEY_SECRET_FILE", str(home / "identity.key"))
+    for name, value in _mesh_settings(
+        spec.name, base, home=home, identity_url=identity_url
+    ).items():
+        env.setdefault(name, value)
     # Workspace services are installed in the environment already; the src
     # folder on the path also runs a service that is not (yet) installed.
     env["PYTHONPATH"] = os.pathsep.join(

@@ -29,6 +29,7 @@ from mainstay_common.devstack._broker import (
     tansu_binary,
     wait_for_broker,
 )
+from mainstay_common.devstack._credentials import ensure_mail_credentials
 from mainstay_common.devstack._home import BROKER, POSTGRES, StackError, StackHome, resolve_home
 from mainstay_common.devstack._postgres import (
     EmbeddedPostgres,
@@ -301,6 +302,14 @@ class EmbeddedStack:
             await self._ensure_identity(identity, port)
             if self._write_credentials:
                 await self._bootstrap_admin_token(identity, port)
+                await ensure_mail_credentials(
+                    identity_base_url(port),
+                    home=self._home.root,
+                    admin_token=self._home.admin_token,
+                    services=[spec.name for spec in specs],
+                    report=self._report,
+                    timeout_s=self._timeout,
+                )
         elif self._write_credentials:
             self._report(f"credentials: no identity service in {self._repo_root}, no admin token")
         started: list[ProcessRecord] = []
