@@ -22,12 +22,14 @@ from mainstay_common.settings import (
     KafkaSettings,
     PostgresSettings,
 )
-from mainstay_common.testing import read_records, temporary_database
-from mainstay_contracts.execution import SUBMIT_TASK, TASK_EVENTS, SubmitTaskCommand
+from mainstay_common.testing import temporary_database
+from mainstay_contracts.execution import SUBMIT_TASK, SubmitTaskCommand
 from mainstay_contracts.supervisor import AGENT_EVENTS, AgentDefinition, AgentEvent
 from mainstay_execution.app import ExecutionApp
 from mainstay_execution.settings import ExecutionSettings
 from mainstay_execution.testing.fake_models import FakeModelServer
+
+from .events import final_events, task_events
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -63,6 +65,8 @@ class Mesh:
                 "ownership_check_s": 0.2,
                 "retry_base_s": 0.05,
                 "retry_max_s": 0.2,
+                "wait_poll_s": 0.2,
+                "ledger": False,
                 **overrides,
             }
         )
@@ -153,32 +157,11 @@ class Mesh:
         until: Callable[[dict[str, Any]], bool],
         wait_s: float = 30,
     ) -> list[dict[str, Any]]:
-        """The task's events up to and including the first that ``until`` accepts."""
-        found = await read_records(
-            self.kafka.bootstrap,
-            f"{self.kafka.topic_prefix}{TASK_EVENTS.name}",
-            count=1,
-            accept=lambda r: (
-                json.loads(r.value)["task_id"] == task_id and until(json.loads(r.value))
-            ),
-            wait_s=wait_s,
-        )
-        assert found, f"task {task_id} never got there"
-        every = await read_records(
-            self.kafka.bootstrap,
-            f"{self.kafka.topic_prefix}{TASK_EVENTS.name}",
-            count=10_000,
-            accept=lambda r: json.loads(r.value)["task_id"] == task_id,
-            wait_s=0.5,
-        )
-        return [json.loads(r.value) for r in every]
+        """The task's events, once one that ``until`` accepts is among them."""
+        return await task_events(self.kafka, task_id, until, wait_s)
 
     async def final(self, task_id: str, wait_s: float = 30) -> list[dict[str, Any]]:
-        return await self.events(
-            task_id,
-            lambda e: e["type"] in {"task.completed", "task.failed", "task.cancelled"},
-            wait_s,
-        )
+        return await final_events(self.kafka, task_id, wait_s)
 
 
 def new_tenant() -> str:

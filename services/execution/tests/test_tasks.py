@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING
 
+import asyncpg
 import pytest
 
 from mainstay_execution.testing.fake_models import CallTool, HttpFailure, Reply, Stall
@@ -29,10 +31,17 @@ async def test_a_task_runs_its_agent_to_a_final_answer(mesh: Mesh) -> None:
         await mesh.known(tenant, "writer")
         task_id = await mesh.submit(tenant, "writer", "a haiku about ponds")
         events = await mesh.final(task_id)
-    assert types(events) == ["task.accepted", "step.completed", "task.completed"]
+    assert types(events) == [
+        "task.accepted",
+        "task.started",
+        "step.started",
+        "step.completed",
+        "task.completed",
+    ]
+    assert events[1]["details"] == {"memories": 0}  # no memory service configured here
     assert events[-1]["answer"] == "an old silent pond"
-    assert events[1]["model"] == "primary"
-    assert events[1]["details"]["input_tokens"] == 12
+    assert events[3]["model"] == "primary"
+    assert events[3]["details"]["input_tokens"] == 12
     assert all(e["agent_version"] == 1 for e in events)
     (request,) = [r for r in mesh.models.requests_for("primary") if "ponds" in str(r.messages)]
     assert [m.role for m in request.messages] == ["system", "user"]
@@ -94,16 +103,18 @@ async def test_transient_failures_are_retried_and_an_overloaded_model_falls_back
         events = await mesh.final(task_id)
     assert types(events) == [
         "task.accepted",
+        "task.started",
+        "step.started",
         "task.retrying",  # 500: transient, backoff
         "task.retrying",  # 429: waits for Retry-After
         "task.retrying",  # 503: overloaded, next model
         "step.completed",
         "task.completed",
     ]
-    assert events[1]["reason"].startswith("transient")
-    assert events[2]["details"]["retry_after_s"] == 0.1
-    assert events[3]["details"] == {"fallback_from": "primary", "fallback_to": "backup"}
-    assert events[4]["model"] == "backup"
+    assert events[3]["reason"].startswith("transient")
+    assert events[4]["details"]["retry_after_s"] == 0.1
+    assert events[5]["details"] == {"fallback_from": "primary", "fallback_to": "backup"}
+    assert events[6]["model"] == "backup"
     assert events[-1]["answer"] == "answered by the backup"
 
 
@@ -124,14 +135,18 @@ async def test_malformed_output_is_handed_back_and_corrected(mesh: Mesh) -> None
         events = await mesh.final(task_id)
     assert types(events) == [
         "task.accepted",
+        "task.started",
+        "step.started",
         "step.completed",
         "step.failed",
+        "step.started",
         "step.completed",
         "step.failed",
+        "step.started",
         "step.completed",
         "task.completed",
     ]
-    assert "unknown tool 'no_such_tool'" in events[2]["reason"]
+    assert "unknown tool 'no_such_tool'" in events[4]["reason"]
     assert events[-1]["answer"] == "fine, no tools then"
     # The model saw its errors as tool results before it answered.
     last = [r for r in mesh.models.requests_for("primary") if "use a tool" in str(r.messages)][-1]
@@ -169,3 +184,50 @@ async def test_a_restarted_instance_resumes_from_the_checkpoint(mesh: Mesh) -> N
     asked = [r for r in mesh.models.requests_for("primary") if "survive" in str(r.messages)]
     first_step = [r for r in asked if not any(m.role == "assistant" for m in r.messages)]
     assert len(first_step) == 1, "the recorded first reply was requested again"
+
+
+async def test_finished_tasks_are_compacted_to_a_summary(mesh: Mesh) -> None:
+    tenant = new_tenant()
+    await mesh.agent(tenant, "brief")
+    mesh.models.script(
+        "primary",
+        [
+            Reply(tool_calls=[CallTool("missing", {})], input_tokens=5, output_tokens=2),
+            Reply("done", input_tokens=7, output_tokens=3),
+        ],
+    )
+    async with mesh.instance(retention_s=0.5, retention_sweep_s=0.2):
+        await mesh.known(tenant, "brief")
+        task_id = await mesh.submit(tenant, "brief", "keep it short")
+        await mesh.final(task_id)
+        connection = await asyncpg.connect(mesh.dsn)
+        try:
+            for _ in range(100):
+                row = await connection.fetchrow(
+                    "SELECT * FROM execution.tasks WHERE task_id = $1", task_id
+                )
+                assert row is not None
+                if row["compacted_at"] is not None:
+                    break
+                await asyncio.sleep(0.1)
+            left = await connection.fetchval(
+                "SELECT (SELECT count(*) FROM execution.model_calls WHERE task_id = $1)"
+                " + (SELECT count(*) FROM execution.tool_calls WHERE task_id = $1)",
+                task_id,
+            )
+        finally:
+            await connection.close()
+    assert row["compacted_at"] is not None, "the finished task was never compacted"
+    assert left == 0
+    assert (row["state"], row["answer"], row["steps"]) == ("completed", "done", 2)
+    assert row["token"] == ""  # the submitter's token is not kept
+    assert json.loads(row["summary"]) == {
+        "steps": 2,
+        "cost_micros": 0,
+        "model_calls": 2,
+        "failed_model_calls": 0,
+        "input_tokens": 12,
+        "output_tokens": 5,
+        "tool_calls": 1,
+        "tools": ["missing"],
+    }

@@ -8,11 +8,12 @@ per live task), HTTP. Stop order is the reverse.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mainstay_common.auth import TokenVerifier
+from mainstay_common.auth import TokenSource, TokenVerifier
 from mainstay_common.bus import Bus, group_id
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.errors import InvalidArgument
@@ -21,14 +22,23 @@ from mainstay_common.lifecycle import cancel_and_wait, sweep_forever
 from mainstay_common.service import ServiceApp
 from mainstay_common.settings import secret_values
 from mainstay_contracts.execution import TASK_EVENTS
+from mainstay_contracts.identity import SEND_MAIL
+from mainstay_contracts.ledger import CLOSE_HOLD, OPEN_HOLD, RECORD_USAGE
+from mainstay_contracts.memory import REMEMBER
+from mainstay_contracts.tools import INVOKE_TOOL
 from mainstay_execution.agents import AgentBook
+from mainstay_execution.budget import Budget
+from mainstay_execution.escalations import Escalations
 from mainstay_execution.handlers.kafka import SUBMIT_HANDLER, register_kafka_handlers
 from mainstay_execution.healing import Circuits
+from mainstay_execution.memory import MemoryClient
 from mainstay_execution.ownership import Leases
 from mainstay_execution.providers import Providers
-from mainstay_execution.runner import Runner
+from mainstay_execution.retention import compact_finished
+from mainstay_execution.runner import Runner, Wakeups
 from mainstay_execution.service import Execution
 from mainstay_execution.tasks import Tasks
+from mainstay_execution.toolcalls import ToolCalls
 
 if TYPE_CHECKING:
     import contextlib
@@ -67,6 +77,16 @@ class ExecutionApp(ServiceApp):
         keys = parse_model_keys(
             secret_values(settings.model_keys, settings.model_keys_file, what="model keys")
         )
+        # Bad credentials fail before anything starts.
+        tokens = None
+        if settings.mail_credentials or settings.mail_credentials_file:
+            tokens = TokenSource.for_identity(
+                settings.identity_url,
+                settings.mail_credentials,
+                settings.mail_credentials_file,
+                what="mail credentials",
+            )
+            stack.push_async_callback(tokens.aclose)
         telemetry = self._telemetry(stack, "execution")
         database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
         providers = Providers()
@@ -78,12 +98,25 @@ class ExecutionApp(ServiceApp):
         leases = Leases(database, owner=settings.instance_id)
         verifier = TokenVerifier.from_settings(settings.auth)
         stack.push_async_callback(verifier.aclose)
+        memory = None
+        if settings.memory_target is not None:
+            memory = MemoryClient(settings.memory_target, timeout_s=settings.memory_timeout_s)
+            stack.push_async_callback(memory.aclose)
+        budget = Budget(database, bus, outbox, enabled=settings.ledger)
+        tools = ToolCalls(database, bus, outbox, settings)
+        escalations = Escalations(bus, outbox, tokens, timeout_s=settings.escalation_timeout_s)
+        wakeups = Wakeups()
         runner = Runner(
             database=database,
             tasks=tasks,
             leases=leases,
             provider=providers,
             circuits=Circuits(failures=settings.circuit_failures, open_s=settings.circuit_open_s),
+            budget=budget,
+            tools=tools,
+            escalations=escalations,
+            memory=memory,
+            wakeups=wakeups,
             settings=settings,
             api_keys=keys,
         )
@@ -92,12 +125,32 @@ class ExecutionApp(ServiceApp):
             agents=agents,
             leases=leases,
             runner=runner,
+            budget=budget,
+            wakeups=wakeups,
             verifier=verifier,
             bus=bus,
             submit_group=group_id("execution", SUBMIT_HANDLER, prefix=settings.kafka.topic_prefix),
         )
-        register_kafka_handlers(bus, database, execution, agents)
-        await bus.start(extra_topics=[TASK_EVENTS])
+        register_kafka_handlers(
+            bus,
+            database,
+            execution,
+            agents=agents,
+            tools=tools,
+            budget=budget,
+            escalations=escalations,
+        )
+        await bus.start(
+            extra_topics=[
+                TASK_EVENTS,
+                INVOKE_TOOL,
+                OPEN_HOLD,
+                RECORD_USAGE,
+                CLOSE_HOLD,
+                SEND_MAIL,
+                REMEMBER,
+            ]
+        )
         stack.push_async_callback(bus.close)
         await self._heartbeats(stack, service="execution", in_flight=lambda: len(execution.running))
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))
@@ -109,6 +162,15 @@ class ExecutionApp(ServiceApp):
             name="execution-ownership",
         )
         stack.push_async_callback(cancel_and_wait, ownership)
+        retention = asyncio.create_task(
+            sweep_forever(
+                functools.partial(compact_finished, database, older_than_s=settings.retention_s),
+                interval_s=settings.retention_sweep_s,
+                what="task retention",
+            ),
+            name="execution-retention",
+        )
+        stack.push_async_callback(cancel_and_wait, retention)
         app = create_http_app(
             title="Mainstay execution",
             version="v1",

@@ -8,7 +8,11 @@ from mainstay_common.bus import Bus
 from mainstay_common.bus import asyncapi_document as document_bus
 from mainstay_common.settings import KafkaSettings, RetrySettings
 from mainstay_contracts.execution import TASK_EVENTS
+from mainstay_contracts.identity import SEND_MAIL
+from mainstay_contracts.ledger import CLOSE_HOLD, OPEN_HOLD, RECORD_USAGE
+from mainstay_contracts.memory import REMEMBER
 from mainstay_contracts.supervisor import HEARTBEAT
+from mainstay_contracts.tools import INVOKE_TOOL
 from mainstay_execution.handlers.kafka import register_kafka_handlers
 
 __all__ = ["asyncapi_document"]
@@ -22,12 +26,21 @@ def asyncapi_document() -> dict[str, Any]:
         retry=RetrySettings(tier_delays_s=[1.0, 10.0, 60.0]),
     )
     none = cast(Any, None)
-    register_kafka_handlers(bus, none, none, none)
+    register_kafka_handlers(bus, none, none, agents=none, tools=none, budget=none, escalations=none)
     return document_bus(
         bus,
         title="Mainstay execution",
         version="v1",
         description="Durable agent tasks: submitted, run step by step from checkpoints,"
         " retried, fallen back, corrected, cancelled and resumed, every transition an event.",
-        publishes=[TASK_EVENTS, HEARTBEAT],
+        publishes=[
+            TASK_EVENTS,
+            INVOKE_TOOL,
+            OPEN_HOLD,
+            RECORD_USAGE,
+            CLOSE_HOLD,
+            SEND_MAIL,
+            REMEMBER,
+            HEARTBEAT,
+        ],
     )

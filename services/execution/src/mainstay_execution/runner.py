@@ -1,41 +1,97 @@
 """The loop of one task, resumable from its checkpoints at any point.
 
-Each turn: the task's state is read back from PostgreSQL; a stored wake-up
-time is waited for (waits are stored, not sleeps: a restarted runner waits
-for what is left); the step's model reply is taken from its checkpoint or,
-only if there is none, requested; then the reply ends the task, or its
-malformed tool calls are handed back to the model to correct. Every write is
-fenced by the partition's lease, so a runner whose instance lost the
-partition stops at its next write.
+Each turn reads the task back from PostgreSQL and takes the one action its
+state calls for:
 
-Model failures follow :mod:`mainstay_execution.healing`; every retry,
-fallback and correction is an event on ``execution.evt.task.v1``.
+1. its budget hold: ask the ledger for it, wait for it, or fail when denied;
+   wait for an approved extension when it ran out;
+2. start: recall memories over gRPC (continuing *degraded* without them when
+   the memory service is down) and announce ``task.started``;
+3. a pending escalation: wait for the human's decision, then act on it;
+4. the tool calls of the last step: re-send the ones due for a retry, or wait
+   for their results;
+5. the next step: call the model (never again once its reply is recorded) and,
+   in the one transaction that checkpoints the reply and records its usage,
+   end the task, hand malformed calls back to the model to correct, or send
+   the tool calls;
+6. an ending: once the ledger confirmed the task's usage, close its hold and
+   announce how the task ended.
+
+Waits are stored, not slept: a retry timer is a wake-up time in the task's
+row, and everything else the task waits for is a fact another consumer
+records. A runner sleeps until that time, a local notice, or the next poll,
+whichever comes first; a restarted runner just reads where the task is.
+Every write is fenced by the partition's lease, so a runner whose instance
+lost the partition stops at its next write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from mainstay_execution.budget import HOLD_FAILURES, model_usage_id
 from mainstay_execution.healing import backoff, decide
+from mainstay_execution.memory import MemoryUnavailable
 from mainstay_execution.ownership import Fenced
 from mainstay_execution.providers.base import Message, ModelError, ModelReply
 from mainstay_execution.tasks import TaskEnded
 
 if TYPE_CHECKING:
-    from mainstay_common.db import Database
+    from mainstay_common.db import Connection, Database
+    from mainstay_contracts.supervisor import ModelRef
+    from mainstay_execution.budget import Budget
+    from mainstay_execution.escalations import Escalations
     from mainstay_execution.healing import Circuits
+    from mainstay_execution.memory import MemoryClient
     from mainstay_execution.ownership import Leases
     from mainstay_execution.providers.base import Provider
     from mainstay_execution.settings import ExecutionSettings
     from mainstay_execution.tasks import Task, Tasks
+    from mainstay_execution.toolcalls import ToolCalls
 
-__all__ = ["Runner"]
+__all__ = ["Runner", "Wakeups"]
+
+
+class _Next(enum.Enum):
+    GO_ON = "go on"
+
+
+GO_ON = _Next.GO_ON
+"""A phase of the turn has nothing to do: the next phase decides."""
+Outcome = datetime | None | Literal[_Next.GO_ON]
+"""When to look at the task again (None: at once), or GO_ON."""
 
 _log = logging.getLogger("mainstay.execution.runner")
+
+
+class Wakeups:
+    """Local notices that something a task waits for was recorded."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def wake(self, task_id: str) -> None:
+        event = self._events.get(task_id)
+        if event is not None:
+            event.set()
+
+    async def wait(self, task_id: str, seconds: float) -> None:
+        event = self._events.setdefault(task_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(seconds, 0.0))
+        except TimeoutError:
+            pass
+        finally:
+            event.clear()
+
+    def forget(self, task_id: str) -> None:
+        self._events.pop(task_id, None)
 
 
 class Runner:
@@ -49,6 +105,11 @@ class Runner:
         leases: Leases,
         provider: Provider,
         circuits: Circuits,
+        budget: Budget,
+        tools: ToolCalls,
+        escalations: Escalations,
+        memory: MemoryClient | None,
+        wakeups: Wakeups,
         settings: ExecutionSettings,
         api_keys: dict[str, str],
     ) -> None:
@@ -57,6 +118,11 @@ class Runner:
         self._leases = leases
         self._provider = provider
         self._circuits = circuits
+        self._budget = budget
+        self._tools = tools
+        self._escalations = escalations
+        self._memory = memory
+        self._wakeups = wakeups
         self._settings = settings
         self._keys = api_keys
 
@@ -67,52 +133,300 @@ class Runner:
                 task = await self._tasks.load(task_id)
                 if task is None or task.final:
                     return
-                now = datetime.now(UTC)
-                if task.wake_at is not None and task.wake_at > now:
-                    await asyncio.sleep((task.wake_at - now).total_seconds())
-                    continue
-                await self._turn(task, now)
+                until = await self._turn(task, datetime.now(UTC))
+                if until is not None:
+                    seconds = (until - datetime.now(UTC)).total_seconds()
+                    await self._wakeups.wait(task_id, seconds)
         except (Fenced, TaskEnded) as exc:
             _log.info("task %s: stopped, %s", task_id, exc)
+        finally:
+            self._wakeups.forget(task_id)
 
-    async def _turn(self, task: Task, now: datetime) -> None:
-        definition = task.definition
-        assert definition is not None, "an accepted task has its definition"
+    def _poll(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self._settings.wait_poll_s)
+
+    async def _turn(self, task: Task, now: datetime) -> datetime | None:
+        """Take the task's next action; when to look again (None: at once)."""
+        if task.wake_at is not None and task.wake_at > now:
+            return task.wake_at
+        if task.ending is not None:
+            return await self._settle(task, now)
         if task.deadline is not None and now >= task.deadline:
-            await self._fail(task, f"deadline: passed at {task.deadline.isoformat()}")
-            return
-        step = task.steps + 1
-        if step > definition.limits.max_steps:
-            await self._fail(
-                task, f"max_steps: {definition.limits.max_steps} steps without a final answer"
+            await self._end(task, "failed", f"deadline: passed at {task.deadline.isoformat()}")
+            return None
+        for phase in (self._hold, self._start, self._escalated, self._tool_results):
+            outcome = await phase(task, now)
+            if not isinstance(outcome, _Next):
+                return outcome
+        return await self._step(task, task.steps + 1)
+
+    async def _wait_for(
+        self, tx: Connection, task: Task, what: str, reason: str, **changes: Any
+    ) -> None:
+        """Record that the task waits for ``what``, and announce it."""
+        updated = await self._tasks.update(
+            tx, task.task_id, state="waiting", waiting_for=what, **changes
+        )
+        await self._tasks.emit(
+            tx, "task.waiting", updated, reason=reason[:4000], details={"waiting_for": what}
+        )
+
+    # -- budget, start, ending -------------------------------------------------------
+
+    async def _hold(self, task: Task, now: datetime) -> Outcome:
+        """Ask for the hold, wait for it, or fail when the ledger will not cover the task."""
+        if not self._budget.needs_hold(task):
+            return GO_ON
+        state = task.hold_state
+        assert task.definition is not None
+        if state == "exhausted" and not task.definition.escalation:
+            state, task = (
+                "extension-denied",
+                replace(task, hold_reason="the agent has no escalation contacts to approve more"),
             )
-            return
-        reply = await self._reply(task, step)
-        if reply is None:
-            return  # the task changed (a retry timer, a fallback, an end): read it again
-        problems = self._problems(task, reply)
-        if not reply.tool_calls:
+        if state in HOLD_FAILURES:
+            reason = HOLD_FAILURES[state] + (f": {task.hold_reason}" if task.hold_reason else "")
+            await self._end(task, "failed", reason)
+            return None
+        if state == "none":
             async with self._leases.fenced(task.partition) as tx:
-                await self._tasks.finish(tx, task, "completed", answer=reply.text or "")
-        elif problems:
-            await self._correct(task, step, reply, problems)
+                await self._budget.open(tx, task)
+                await self._wait_for(
+                    tx,
+                    task,
+                    "hold",
+                    "budget: waiting for the ledger to open the hold",
+                    hold_state="requested",
+                )
+        elif state == "exhausted" and task.waiting_for != "budget":
+            async with self._leases.fenced(task.partition) as tx:
+                await self._wait_for(
+                    tx,
+                    task,
+                    "budget",
+                    "budget: the hold ran out; waiting for an approved extension",
+                )
+        elif state in ("requested", "exhausted") or await self._budget.unconfirmed(task.task_id):
+            # Spending goes on only once the ledger has seen what was spent: a hold that
+            # ran out stops the task before its next step, not after it.
+            return self._poll(now)
+        elif task.waiting_for in ("hold", "budget"):
+            async with self._leases.fenced(task.partition) as tx:
+                await self._tasks.update(tx, task.task_id, state="running", waiting_for="")
         else:
-            await self._fail(
-                task, "tools: calling tools is not available in this version of the service"
-            )
+            return GO_ON
+        return None
 
-    # -- the model ---------------------------------------------------------------
-
-    async def _reply(self, task: Task, step: int) -> ModelReply | None:
-        """The step's reply: from its checkpoint, else from the model (then checkpointed)."""
-        recorded = await self._recorded(task.task_id, step)
-        if recorded is not None:
-            return recorded
+    async def _start(self, task: Task, now: datetime) -> Outcome:
+        """Recall memories (degraded without them) and announce the start."""
+        if task.started_at is not None:
+            return GO_ON
         definition = task.definition
         assert definition is not None
+        memories: list[str] = []
+        trouble = ""
+        policy = definition.memory
+        if self._memory is not None and policy.recall and policy.recall_limit > 0:
+            try:
+                memories = await self._memory.recall(
+                    token=task.token,
+                    tenant=task.tenant,
+                    agent=task.agent,
+                    query=task.input,
+                    limit=policy.recall_limit,
+                    task_id=task.task_id,
+                )
+            except MemoryUnavailable as exc:
+                trouble = str(exc)
+        async with self._leases.fenced(task.partition) as tx:
+            updated = await self._tasks.update(
+                tx,
+                task.task_id,
+                started_at=now,
+                state="running",
+                waiting_for="",
+                recalled=json.dumps(memories),
+                degraded=task.degraded or bool(trouble),
+            )
+            details: dict[str, Any] = {"memories": len(memories)}
+            if trouble:
+                details["memory"] = f"continuing without memory: {trouble}"[:2000]
+            await self._tasks.emit(tx, "task.started", updated, details=details)
+            await self._tasks.emit(tx, "step.started", updated, step=1)
+        return None
+
+    async def _end(self, task: Task, state: str, reason: str, answer: str | None = None) -> None:
+        async with self._leases.fenced(task.partition) as tx:
+            await self._end_in(tx, task, state, reason, answer, pending=True)
+
+    async def _end_in(
+        self,
+        tx: Connection,
+        task: Task,
+        state: str,
+        reason: str,
+        answer: str | None,
+        *,
+        pending: bool,
+    ) -> None:
+        """End the task now, or once the ledger confirmed its usage (``pending``: it may
+        have unconfirmed usage)."""
+        if pending and await self._budget.unconfirmed(task.task_id, tx=tx):
+            ending = {"state": state, "reason": reason[:4000], "answer": answer}
+            await self._tasks.update(
+                tx,
+                task.task_id,
+                ending=json.dumps(ending),
+                ending_at=datetime.now(UTC),
+                state="waiting",
+                waiting_for="usage",
+            )
+            return
+        await self._budget.close(tx, task, reason or state)
+        await self._tasks.finish(tx, task, state, reason=reason, answer=answer)
+
+    async def _settle(self, task: Task, now: datetime) -> datetime | None:
+        """End the task once its usage is confirmed (or confirming took too long)."""
+        assert task.ending is not None
+        assert task.ending_at is not None
+        unconfirmed = await self._budget.unconfirmed(task.task_id)
+        give_up_at = task.ending_at + timedelta(seconds=self._settings.usage_confirm_s)
+        if unconfirmed and now < give_up_at:
+            return min(self._poll(now), give_up_at)
+        if unconfirmed:
+            _log.warning(
+                "task %s: ending with %d usage(s) the ledger did not confirm in %.0fs",
+                task.task_id,
+                unconfirmed,
+                self._settings.usage_confirm_s,
+            )
+        async with self._leases.fenced(task.partition) as tx:
+            current = await self._tasks.load(task.task_id, tx=tx)
+            assert current is not None
+            ending = task.ending
+            await self._budget.close(tx, current, ending["reason"] or ending["state"])
+            await self._tasks.finish(
+                tx,
+                current,
+                ending["state"],
+                reason=ending["reason"],
+                answer=ending["answer"],
+                details={"unconfirmed_usage": unconfirmed} if unconfirmed else None,
+            )
+        return None
+
+    # -- escalations --------------------------------------------------------------
+
+    async def _escalated(self, task: Task, now: datetime) -> Outcome:
+        """Wait for the human's decision on the task's escalation, then act on it."""
+        escalation = task.escalation
+        if escalation is None:
+            return GO_ON
+        decision = escalation.get("decision")
+        if decision is None:
+            return self._poll(now)
+        who = escalation.get("decided_by", "")
+        if decision == "abort":
+            note = f": {escalation['note']}" if escalation.get("note") else ""
+            await self._end(task, "failed", f"aborted by {who}{note}; {escalation['reason']}")
+            return None
+        if decision == "skip":
+            await self._fall_back(task, f"skipped by {who}: {escalation['reason']}")
+            return None
+        async with self._leases.fenced(task.partition) as tx:
+            updated = await self._tasks.update(
+                tx, task.task_id, escalation=None, state="running", waiting_for=""
+            )
+            await self._tasks.emit(
+                tx,
+                "task.retrying",
+                updated,
+                step=escalation.get("step"),
+                reason=f"retry approved by {who}"[:4000],
+                details={"escalation": escalation["approval_id"], "decision": decision},
+            )
+        return None
+
+    async def _escalate(self, task: Task, step: int, reason: str) -> None:
+        """A human decides (retry, skip, abort); without one to ask, the task fails."""
+        token = await self._escalations.sender_token(task)
+        if token is None:
+            await self._end(task, "failed", reason)
+            return
+        async with self._leases.fenced(task.partition) as tx:
+            pending = await self._escalations.escalate(
+                tx, task, step=step, reason=reason, token=token
+            )
+            updated = await self._tasks.update(
+                tx,
+                task.task_id,
+                escalation=json.dumps(pending),
+                state="waiting",
+                waiting_for="escalation",
+            )
+            await self._tasks.emit(
+                tx,
+                "task.escalated",
+                updated,
+                step=step,
+                reason=reason[:4000],
+                details={"approval_id": pending["approval_id"], "to": pending["to"]},
+            )
+
+    # -- tools ---------------------------------------------------------------------
+
+    async def _tool_results(self, task: Task, now: datetime) -> Outcome:
+        """Wait for the last step's tool results; False once they are all in."""
+        progress = await self._tools.progress(task.task_id, task.steps, now)
+        if progress.resend or progress.give_up:
+            async with self._leases.fenced(task.partition) as tx:
+                for row in progress.give_up:
+                    await self._tools.give_up(tx, row)
+                for row in progress.resend:
+                    await self._tools.retry(tx, task, row)
+                if progress.resend:
+                    await self._tasks.emit(
+                        tx,
+                        "task.retrying",
+                        task,
+                        step=task.steps,
+                        tool=progress.resend[0]["tool"],
+                        reason=f"tool {progress.resend[0]['outcome']}"[:4000],
+                        details={
+                            "tools": [row["tool"] for row in progress.resend],
+                            "attempt": progress.resend[0]["attempts"] + 1,
+                        },
+                    )
+            return None
+        if progress.done:
+            if task.waiting_for != "tools":
+                return GO_ON
+            async with self._leases.fenced(task.partition) as tx:
+                updated = await self._tasks.update(
+                    tx, task.task_id, state="running", waiting_for=""
+                )
+                await self._tasks.emit(tx, "step.started", updated, step=task.steps + 1)
+            return None
+        waits = [self._poll(now)]
+        if progress.wake_at is not None:
+            waits.append(progress.wake_at)
+        return min(waits)
+
+    # -- a step ---------------------------------------------------------------------
+
+    async def _step(self, task: Task, step: int) -> datetime | None:
+        definition = task.definition
+        assert definition is not None
+        if step > definition.limits.max_steps:
+            await self._end(
+                task,
+                "failed",
+                f"max_steps: {definition.limits.max_steps} steps without a final answer",
+            )
+            return None
         chain = definition.models
         if task.model_index >= len(chain):
-            await self._fail(task, "models: every model of the agent's chain failed")
+            await self._end(task, "failed", "models: every model of the agent's chain failed")
             return None
         ref = chain[task.model_index]
         if not self._circuits.allows(ref.provider, ref.model):
@@ -120,50 +434,67 @@ class Runner:
             return None
         attempt = await self._attempts(task.task_id, step, ref.model) + 1
         messages = await self._conversation(task)
+        specs = await self._tools.specs(task)
         key = self._keys.get(ref.credential) if ref.credential else None
         try:
-            reply = await self._provider.complete(ref, messages, [], api_key=key)
+            reply = await self._provider.complete(ref, messages, specs, api_key=key)
         except ModelError as exc:
             self._circuits.failed(ref.provider, ref.model)
             await self._failed_call(task, step, attempt, exc)
             return None
         self._circuits.succeeded(ref.provider, ref.model)
+        problems = await self._tools.problems(task, reply) if reply.tool_calls else {}
         async with self._leases.fenced(task.partition) as tx:
-            await tx.execute(
-                "INSERT INTO model_calls (task_id, step, attempt, provider, model, reply, usage_id)"
-                " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
-                task.task_id,
-                step,
-                await self._next_attempt_row(tx, task.task_id, step),
-                reply.provider,
-                reply.model,
-                reply.to_json(),
-                f"{task.task_id}:{step}:model",
-            )
+            await self._checkpoint(tx, task, step, reply)
             updated = await self._tasks.update(tx, task.task_id, steps=step)
-            await self._tasks.emit(
-                tx,
-                "step.completed",
-                updated,
-                step=step,
-                model=reply.model,
-                details={
-                    "input_tokens": reply.usage.input_tokens,
-                    "output_tokens": reply.usage.output_tokens,
-                    "cached_tokens": reply.usage.cached_tokens,
-                    "tool_calls": [call.name for call in reply.tool_calls],
-                },
-            )
-        return reply
+            if not reply.tool_calls:
+                await self._end_in(tx, updated, "completed", "", reply.text or "", pending=True)
+            elif problems:
+                await self._correct(tx, updated, step, reply, problems=problems, ref=ref)
+            else:
+                await self._tools.dispatch(tx, updated, step, reply.tool_calls)
+                waiting = await self._tasks.update(
+                    tx, task.task_id, state="waiting", waiting_for="tools", corrections=0
+                )
+                names = [call.name for call in reply.tool_calls]
+                await self._tasks.emit(
+                    tx,
+                    "task.waiting",
+                    waiting,
+                    step=step,
+                    tool=names[0],
+                    reason=f"tools: waiting for {', '.join(names)}"[:4000],
+                    details={"waiting_for": "tools", "tools": names},
+                )
+        return None
 
-    async def _recorded(self, task_id: str, step: int) -> ModelReply | None:
-        document = await self._database.fetchval(
-            "SELECT reply FROM model_calls WHERE task_id = $1 AND step = $2"
-            " AND reply IS NOT NULL ORDER BY attempt DESC LIMIT 1",
-            task_id,
+    async def _checkpoint(self, tx: Connection, task: Task, step: int, reply: ModelReply) -> None:
+        """Record the reply (never requested again) and its usage; announce the step."""
+        await tx.execute(
+            "INSERT INTO model_calls (task_id, step, attempt, provider, model, reply, usage_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
+            task.task_id,
             step,
+            await self._next_attempt_row(tx, task.task_id, step),
+            reply.provider,
+            reply.model,
+            reply.to_json(),
+            model_usage_id(task.task_id, step),
         )
-        return None if document is None else ModelReply.from_json(document)
+        await self._budget.usage(tx, task, step, reply)
+        await self._tasks.emit(
+            tx,
+            "step.completed",
+            task,
+            step=step,
+            model=reply.model,
+            details={
+                "input_tokens": reply.usage.input_tokens,
+                "output_tokens": reply.usage.output_tokens,
+                "cached_tokens": reply.usage.cached_tokens,
+                "tool_calls": [call.name for call in reply.tool_calls],
+            },
+        )
 
     async def _attempts(self, task_id: str, step: int, model: str) -> int:
         count = await self._database.fetchval(
@@ -175,7 +506,7 @@ class Runner:
         return int(count or 0)
 
     @staticmethod
-    async def _next_attempt_row(tx: Any, task_id: str, step: int) -> int:
+    async def _next_attempt_row(tx: Connection, task_id: str, step: int) -> int:
         value = await tx.fetchval(
             "SELECT coalesce(max(attempt), 0) + 1 FROM model_calls WHERE task_id = $1"
             " AND step = $2",
@@ -187,13 +518,13 @@ class Runner:
     async def _failed_call(self, task: Task, step: int, attempt: int, exc: ModelError) -> None:
         settings = self._settings
         action = decide(exc.kind, attempt=attempt, max_attempts=settings.max_attempts)
-        if action == "fallback":
-            await self._record_failure(task, step, exc)
-            await self._fall_back(task, f"{exc.kind}: {exc}")
-            return
-        if action == "escalate":
-            await self._record_failure(task, step, exc)
-            await self._fail(task, f"permanent: {exc}")
+        if action in ("fallback", "escalate"):
+            async with self._leases.fenced(task.partition) as tx:
+                await self._insert_failure(tx, task, step, exc)
+            if action == "fallback":
+                await self._fall_back(task, f"{exc.kind}: {exc}")
+            else:
+                await self._escalate(task, step, f"permanent: {exc}")
             return
         delay = backoff(attempt, base_s=settings.retry_base_s, max_s=settings.retry_max_s)
         if action == "wait" and exc.retry_after is not None:
@@ -216,11 +547,7 @@ class Runner:
                 },
             )
 
-    async def _record_failure(self, task: Task, step: int, exc: ModelError) -> None:
-        async with self._leases.fenced(task.partition) as tx:
-            await self._insert_failure(tx, task, step, exc)
-
-    async def _insert_failure(self, tx: Any, task: Task, step: int, exc: ModelError) -> None:
+    async def _insert_failure(self, tx: Connection, task: Task, step: int, exc: ModelError) -> None:
         await tx.execute(
             "INSERT INTO model_calls (task_id, step, attempt, provider, model, error,"
             " error_kind, usage_id) VALUES ($1, $2, $3, $4, $5, $6, $7, '')",
@@ -234,6 +561,10 @@ class Runner:
         )
 
     async def _fall_back(self, task: Task, why: str) -> None:
+        async with self._leases.fenced(task.partition) as tx:
+            await self._fall_back_in(tx, task, why)
+
+    async def _fall_back_in(self, tx: Connection, task: Task, why: str) -> None:
         """The next model of the chain (each switch is an event), or the end of the task."""
         definition = task.definition
         assert definition is not None
@@ -241,78 +572,85 @@ class Runner:
         current = chain[task.model_index] if task.model_index < len(chain) else None
         following = task.model_index + 1
         if following >= len(chain):
-            await self._fail(task, f"models: every model of the agent's chain failed; last: {why}")
-            return
-        async with self._leases.fenced(task.partition) as tx:
-            updated = await self._tasks.update(
-                tx, task.task_id, model_index=following, corrections=0
-            )
-            await self._tasks.emit(
+            await self._end_in(
                 tx,
-                "task.retrying",
-                updated,
-                step=task.steps + 1,
-                model=chain[following].model,
-                reason=why[:4000],
-                details={
-                    "fallback_from": current.model if current else "",
-                    "fallback_to": chain[following].model,
-                },
+                task,
+                "failed",
+                f"models: every model of the agent's chain failed; last: {why}",
+                None,
+                pending=True,
             )
+            return
+        updated = await self._tasks.update(
+            tx,
+            task.task_id,
+            model_index=following,
+            corrections=0,
+            escalation=None,
+            state="running",
+            waiting_for="",
+        )
+        await self._tasks.emit(
+            tx,
+            "task.retrying",
+            updated,
+            step=task.steps + 1,
+            model=chain[following].model,
+            reason=why[:4000],
+            details={
+                "fallback_from": current.model if current else "",
+                "fallback_to": chain[following].model,
+            },
+        )
 
     # -- malformed output ----------------------------------------------------------
 
-    def _problems(self, task: Task, reply: ModelReply) -> dict[str, str]:
-        """What is wrong with each tool call, by call id (nothing: all usable)."""
-        definition = task.definition
-        assert definition is not None
-        allowed = set(definition.tools)
-        problems: dict[str, str] = {}
-        for call in reply.tool_calls:
-            if call.error is not None:
-                problems[call.id] = call.error
-            elif call.name not in allowed:
-                known = ", ".join(sorted(allowed)) or "none"
-                problems[call.id] = f"unknown tool '{call.name}'; the tools you may call: {known}"
-        return problems
-
     async def _correct(
-        self, task: Task, step: int, reply: ModelReply, problems: dict[str, str]
+        self,
+        tx: Connection,
+        task: Task,
+        step: int,
+        reply: ModelReply,
+        *,
+        problems: dict[str, str],
+        ref: ModelRef,
     ) -> None:
         """Hand the model its errors as tool results; after too many, the next model."""
         corrections = task.corrections + 1
+        for index, call in enumerate(reply.tool_calls):
+            error = problems.get(call.id, "not run: another call of this step was malformed")
+            await tx.execute(
+                "INSERT INTO tool_calls (task_id, step, idx, call_id, tool, arguments,"
+                " idempotency_key, result, outcome, completed_at) VALUES ($1, $2, $3, $4, $5,"
+                " $6::jsonb, $7, $8::jsonb, 'MALFORMED', now()) ON CONFLICT DO NOTHING",
+                task.task_id,
+                step,
+                index,
+                call.id,
+                call.name,
+                json.dumps(call.arguments or {}),
+                f"{task.task_id}:{step}:{index}",
+                json.dumps({"error": error}),
+            )
+        updated = await self._tasks.update(tx, task.task_id, corrections=corrections)
+        await self._tasks.emit(
+            tx,
+            "step.failed",
+            updated,
+            step=step,
+            model=reply.model,
+            reason=f"malformed output: {'; '.join(problems.values())}"[:4000],
+            details={"correction": corrections},
+        )
         if corrections > self._settings.max_corrections:
-            await self._fall_back(
-                task,
-                f"malformed output {corrections} times in a row: {next(iter(problems.values()))}",
-            )
-            return
-        async with self._leases.fenced(task.partition) as tx:
-            for index, call in enumerate(reply.tool_calls):
-                error = problems.get(call.id, "not run: another call of this step was malformed")
-                await tx.execute(
-                    "INSERT INTO tool_calls (task_id, step, idx, call_id, tool, arguments,"
-                    " idempotency_key, result, completed_at) VALUES ($1, $2, $3, $4, $5,"
-                    " $6::jsonb, $7, $8::jsonb, now()) ON CONFLICT DO NOTHING",
-                    task.task_id,
-                    step,
-                    index,
-                    call.id,
-                    call.name,
-                    json.dumps(call.arguments or {}),
-                    f"{task.task_id}:{step}:{index}",
-                    json.dumps({"error": error}),
-                )
-            updated = await self._tasks.update(tx, task.task_id, corrections=corrections)
-            await self._tasks.emit(
+            await self._fall_back_in(
                 tx,
-                "step.failed",
                 updated,
-                step=step,
-                model=reply.model,
-                reason=f"malformed output: {'; '.join(problems.values())}"[:4000],
-                details={"correction": corrections},
+                f"malformed output from {ref.model} {corrections} times in a row:"
+                f" {next(iter(problems.values()))}",
             )
+        else:
+            await self._tasks.emit(tx, "step.started", updated, step=step + 1)
 
     # -- the conversation ------------------------------------------------------------
 
@@ -321,12 +659,16 @@ class Runner:
         definition = task.definition
         assert definition is not None
         messages = []
-        if definition.system_prompt:
-            messages.append(Message(role="system", content=definition.system_prompt))
+        system = definition.system_prompt
+        if task.recalled:
+            remembered = "\n".join(f"- {memory}" for memory in task.recalled)
+            system = f"{system}\n\nWhat you remember:\n{remembered}".strip()
+        if system:
+            messages.append(Message(role="system", content=system))
         messages.append(Message(role="user", content=task.input))
         replies = await self._database.fetch(
-            "SELECT DISTINCT ON (step) step, reply FROM model_calls WHERE task_id = $1"
-            " AND reply IS NOT NULL ORDER BY step, attempt DESC",
+            "SELECT step, reply FROM model_calls WHERE task_id = $1 AND reply IS NOT NULL"
+            " ORDER BY step",
             task.task_id,
         )
         results = await self._database.fetch(
@@ -349,7 +691,3 @@ class Runner:
                 for result in by_step.get(row["step"], [])
             )
         return messages
-
-    async def _fail(self, task: Task, reason: str) -> None:
-        async with self._leases.fenced(task.partition) as tx:
-            await self._tasks.finish(tx, task, "failed", reason=reason)

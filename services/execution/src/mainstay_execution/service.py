@@ -32,8 +32,9 @@ if TYPE_CHECKING:
         SubmitTaskCommand,
     )
     from mainstay_execution.agents import AgentBook
+    from mainstay_execution.budget import Budget
     from mainstay_execution.ownership import Leases
-    from mainstay_execution.runner import Runner
+    from mainstay_execution.runner import Runner, Wakeups
     from mainstay_execution.tasks import Tasks
 
 __all__ = ["SUBMIT_SCOPE", "Execution"]
@@ -52,11 +53,15 @@ class Execution:
         agents: AgentBook,
         leases: Leases,
         runner: Runner,
+        budget: Budget,
+        wakeups: Wakeups,
         verifier: TokenVerifier,
         bus: Bus,
         submit_group: str,
     ) -> None:
         self._tasks = tasks
+        self._budget = budget
+        self._wakeups = wakeups
         self._agents = agents
         self._leases = leases
         self._runner = runner
@@ -125,6 +130,7 @@ class Execution:
         if task is None or task.final or task.tenant != command.tenant:
             return  # nothing to cancel (unknown, finished, or not the tenant's)
         reason = f"cancelled by {command.requested_by}: {command.reason}"
+        await self._budget.close(tx, task, reason)
         await self._tasks.finish(tx, task, "cancelled", reason=reason, caused_by=event)
         after_commit(lambda: self._cancel_runner(command.task_id))
 
@@ -148,6 +154,11 @@ class Execution:
             details={"restart": command.restart},
             caused_by=event,
         )
+
+    def wake_after_commit(self, task_id: str | None) -> None:
+        """Wake the task's runner, if it runs here, once what it waits for is committed."""
+        if task_id is not None:
+            after_commit(lambda: self._wakeups.wake(task_id))
 
     # -- ownership -----------------------------------------------------------------
 

@@ -51,3 +51,64 @@ class ExecutionSettings(ServiceSettings):
     circuit_open_s: float = Field(
         default=30.0, gt=0, description="How long an open circuit refuses calls."
     )
+    wait_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a waiting task looks for what it waits for (a tool result, a"
+        " hold, an approval) when no local notice wakes it earlier.",
+    )
+    tool_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Attempts of one tool call that fails transiently (timeouts, 5xx, rate"
+        " limited, circuit open) before the model is given the failure.",
+    )
+    memory_target: str | None = Field(
+        default=None,
+        description="The memory service's gRPC address (host:port). None: tasks neither"
+        " recall nor remember.",
+    )
+    memory_timeout_s: float = Field(
+        default=2.0, gt=0, description="Deadline of one recall; past it the task runs degraded."
+    )
+    ledger: bool = Field(
+        default=True,
+        description="Open a budget hold for every task with a cost cap and record the usage of"
+        " every model call with the ledger (which must announce usage: LEDGER_USAGE_EVENTS)."
+        " Off: nothing is charged and tasks report no cost.",
+    )
+    usage_confirm_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a finished task waits for the ledger to confirm its usage before"
+        " it closes its hold regardless (the unconfirmed count is on task.completed).",
+    )
+    identity_url: str = Field(
+        default="http://127.0.0.1:8103",
+        description="The identity service: escalations are approval requests in its inboxes.",
+    )
+    mail_credentials: list[SecretStr] = Field(
+        default_factory=list,
+        description="Client credentials escalations are sent with, one per tenant:"
+        " '<tenant>/<name>:<client secret>'. A tenant without: a task that would escalate"
+        " fails with the reason instead.",
+    )
+    mail_credentials_file: str | None = Field(
+        default=None,
+        description="A file with one '<tenant>/<name>:<client secret>' per line, read when"
+        " mail_credentials is empty.",
+    )
+    escalation_timeout_s: int = Field(
+        default=3600,
+        ge=1,
+        description="How long an escalation waits for a human; unanswered, the task is aborted.",
+    )
+    retention_s: float = Field(
+        default=7 * 86_400.0,
+        ge=0,
+        description="How long a finished task keeps its checkpoints; then it is compacted to a"
+        " summary (state, answer, cost, steps).",
+    )
+    retention_sweep_s: float = Field(
+        default=60.0, gt=0, description="How often finished tasks are compacted."
+    )

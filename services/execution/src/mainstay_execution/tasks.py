@@ -53,10 +53,18 @@ class Task:
     corrections: int
     degraded: bool
     wake_at: datetime | None
+    waiting_for: str
     steps: int
     cost_micros: int
     answer: str | None
     reason: str
+    started_at: datetime | None
+    hold_state: str
+    hold_reason: str
+    recalled: list[str] | None
+    escalation: dict[str, Any] | None
+    ending: dict[str, Any] | None
+    ending_at: datetime | None
 
     @property
     def final(self) -> bool:
@@ -84,11 +92,23 @@ class Task:
             corrections=row["corrections"],
             degraded=row["degraded"],
             wake_at=row["wake_at"],
+            waiting_for=row["waiting_for"],
             steps=row["steps"],
             cost_micros=row["cost_micros"],
             answer=row["answer"],
             reason=row["reason"],
+            started_at=row["started_at"],
+            hold_state=row["hold_state"],
+            hold_reason=row["hold_reason"],
+            recalled=_json(row["recalled"]),
+            escalation=_json(row["escalation"]),
+            ending=_json(row["ending"]),
+            ending_at=row["ending_at"],
         )
+
+
+def _json(document: str | None) -> Any:
+    return None if document is None else json.loads(document)
 
 
 class Tasks:
@@ -171,6 +191,7 @@ class Tasks:
         *,
         reason: str = "",
         answer: str | None = None,
+        details: dict[str, Any] | None = None,
         caused_by: Event[Any] | None = None,
     ) -> Task:
         """End the task (completed, failed or cancelled) and announce it."""
@@ -183,6 +204,7 @@ class Tasks:
             finished_at=datetime.now(UTC),
             wake_at=None,
             waiting_for="",
+            ending=None,
         )
         await self.emit(
             tx,
@@ -191,6 +213,7 @@ class Tasks:
             reason=reason[:4000],
             answer=answer,
             cost_micros=finished.cost_micros,
+            details=details or {},
             caused_by=caused_by,
         )
         return finished

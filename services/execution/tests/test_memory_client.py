@@ -1,0 +1,200 @@
+"""The recall client against a real memory service (PostgreSQL, broker and gRPC on loopback),
+and against an address where nothing listens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+import pytest_asyncio
+
+from mainstay.memory.v1 import memory_pb2 as pb
+from mainstay.memory.v1 import memory_pb2_grpc
+from mainstay_common.auth import TokenSigner
+from mainstay_common.devstack import free_port
+from mainstay_common.grpc import create_channel
+from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings, RetrySettings
+from mainstay_common.testing import temporary_database
+from mainstay_execution.memory import MemoryClient, MemoryUnavailable
+from mainstay_memory.app import MemoryApp
+from mainstay_memory.settings import CurationSettings, MemorySettings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+@dataclass
+class Memory:
+    """A running memory service: where it listens, and how to mint its tokens."""
+
+    target: str
+    signer: TokenSigner
+    stub: memory_pb2_grpc.MemoryServiceStub
+
+    def token(self, tenant: str, *scopes: str) -> str:
+        return self.signer.mint(subject="agent", tenant=tenant, scopes=scopes)
+
+    async def remember(self, tenant: str, agent: str, content: str) -> None:
+        request = pb.RememberRequest(
+            scope=pb.Scope(tenant=tenant, agent_id=agent), kind=pb.KIND_FACT, content=content
+        )
+        token = self.token(tenant, f"memory:write:{agent}")
+        await self.stub.Remember(request, metadata=[("authorization", f"Bearer {token}")])
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def memory(
+    kafka_bootstrap: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Memory]:
+    home = tmp_path_factory.mktemp("memory-client")
+    signer = TokenSigner.generate()
+    (home / "jwks.json").write_text(json.dumps(signer.jwks()))
+    async with temporary_database(postgres_dsn, prefix="memory_test") as dsn:
+        settings = MemorySettings(
+            grpc_port=0,
+            http_port=0,
+            shutdown_grace_s=2.0,
+            kafka=KafkaSettings(
+                bootstrap=kafka_bootstrap,
+                topic_prefix=f"m{uuid.uuid4().hex[:8]}.",
+                session_timeout_ms=2000,
+                heartbeat_interval_ms=300,
+            ),
+            postgres=PostgresSettings(dsn=dsn),
+            retry=RetrySettings(tier_delays_s=[0.2, 0.4, 0.6]),
+            auth=AuthSettings(jwks_file=str(home / "jwks.json")),
+            curation=CurationSettings(sweep_interval_s=0.2),
+        )
+        async with MemoryApp(settings) as app:
+            target = f"127.0.0.1:{app.grpc_port}"
+            channel = create_channel(target)
+            try:
+                yield Memory(
+                    target=target, signer=signer, stub=memory_pb2_grpc.MemoryServiceStub(channel)
+                )
+            finally:
+                await channel.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(memory: Memory) -> AsyncIterator[MemoryClient]:
+    client = MemoryClient(memory.target, timeout_s=10.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def new_tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:8]}"
+
+
+async def test_recall_returns_the_agents_relevant_memories_first(
+    memory: Memory, client: MemoryClient
+) -> None:
+    tenant = new_tenant()
+    await memory.remember(tenant, "scout", "Deployments to production happen on Tuesdays")
+    await memory.remember(tenant, "scout", "The customer's favourite colour is green")
+    await memory.remember(tenant, "other", "Deployments are frozen in December")
+
+    recalled = await client.recall(
+        token=memory.token(tenant, "memory:read:scout"),
+        tenant=tenant,
+        agent="scout",
+        query="when do we deploy to production?",
+        limit=5,
+        task_id="task-1",
+    )
+
+    assert recalled[0] == "Deployments to production happen on Tuesdays"
+    assert set(recalled) <= {
+        "Deployments to production happen on Tuesdays",
+        "The customer's favourite colour is green",
+    }
+
+
+async def test_a_limit_of_zero_recalls_nothing(memory: Memory, client: MemoryClient) -> None:
+    tenant = new_tenant()
+    await memory.remember(tenant, "scout", "Deployments to production happen on Tuesdays")
+
+    recalled = await client.recall(
+        token=memory.token(tenant, "memory:read:scout"),
+        tenant=tenant,
+        agent="scout",
+        query="when do we deploy?",
+        limit=0,
+        task_id="task-1",
+    )
+
+    assert recalled == []
+
+
+@pytest.mark.parametrize(
+    ("scopes", "status"),
+    [
+        (("memory:write:scout", "memory:read:other"), "PERMISSION_DENIED"),
+        (None, "UNAUTHENTICATED"),
+    ],
+    ids=["no read scope", "token of an unknown key"],
+)
+async def test_a_refused_token_makes_memory_unavailable_naming_the_status(
+    memory: Memory, client: MemoryClient, scopes: tuple[str, ...] | None, status: str
+) -> None:
+    tenant = new_tenant()
+    if scopes is None:
+        token = TokenSigner.generate().mint(
+            subject="agent", tenant=tenant, scopes=["memory:read:scout"]
+        )
+    else:
+        token = memory.token(tenant, *scopes)
+
+    with pytest.raises(MemoryUnavailable) as raised:
+        await client.recall(
+            token=token, tenant=tenant, agent="scout", query="anything", limit=3, task_id="t"
+        )
+
+    assert raised.value.status == status
+    assert str(raised.value).startswith(f"memory {status}: ")
+    assert len(str(raised.value)) > len(f"memory {status}: ")  # the server's details follow
+
+
+async def test_memory_nobody_serves_is_unavailable_within_the_timeout() -> None:
+    client = MemoryClient(f"127.0.0.1:{free_port()}", timeout_s=0.5)
+    try:
+        # A guard against hanging, far above the deadline; not a measurement.
+        async with asyncio.timeout(10):
+            with pytest.raises(MemoryUnavailable) as raised:
+                await client.recall(
+                    token="t", tenant="acme", agent="scout", query="q", limit=3, task_id="t"
+                )
+    finally:
+        await client.aclose()
+
+    assert raised.value.status == "UNAVAILABLE"
+    assert str(raised.value).startswith("memory UNAVAILABLE: ")
+
+
+@pytest.mark.parametrize(
+    ("token", "query"),
+    [("line\nbreak", "q"), ("café", "q"), ("t", "half a surrogate \ud800")],
+    ids=["newline in the token", "non-ASCII token", "unencodable query"],
+)
+async def test_a_request_grpc_cannot_send_is_refused_before_the_call(
+    token: str, query: str
+) -> None:
+    # gRPC would never finish a call with such a token, deadline or not.
+    client = MemoryClient(f"127.0.0.1:{free_port()}", timeout_s=0.5)
+    try:
+        async with asyncio.timeout(10):
+            with pytest.raises(MemoryUnavailable, match=r"^memory request not sent: ") as raised:
+                await client.recall(
+                    token=token, tenant="acme", agent="scout", query=query, limit=3, task_id="t"
+                )
+    finally:
+        await client.aclose()
+
+    assert raised.value.status is None
