@@ -9,7 +9,8 @@ rate limited           wait for ``Retry-After`` (at least the backoff)
 overloaded / circuit   the next model in the agent's chain
 malformed output       give the model the structured error; after
                        ``max_corrections`` in a row, the next model
-permanent              escalate (the task fails naming the reason)
+permanent              escalate: a human decides (retry, skip, abort);
+                       with nobody to ask, the task fails naming it
 =====================  ==============================================
 
 A circuit per provider and model opens after ``failures`` failures in a row
