@@ -617,21 +617,7 @@ class Runner:
     ) -> None:
         """Hand the model its errors as tool results; after too many, the next model."""
         corrections = task.corrections + 1
-        for index, call in enumerate(reply.tool_calls):
-            error = problems.get(call.id, "not run: another call of this step was malformed")
-            await tx.execute(
-                "INSERT INTO tool_calls (task_id, step, idx, call_id, tool, arguments,"
-                " idempotency_key, result, outcome, completed_at) VALUES ($1, $2, $3, $4, $5,"
-                " $6::jsonb, $7, $8::jsonb, 'MALFORMED', now()) ON CONFLICT DO NOTHING",
-                task.task_id,
-                step,
-                index,
-                call.id,
-                call.name,
-                json.dumps(call.arguments or {}),
-                f"{task.task_id}:{step}:{index}",
-                json.dumps({"error": error}),
-            )
+        await self._tools.refuse(tx, task, step, reply.tool_calls, problems)
         updated = await self._tasks.update(tx, task.task_id, corrections=corrections)
         await self._tasks.emit(
             tx,

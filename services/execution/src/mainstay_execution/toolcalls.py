@@ -172,25 +172,13 @@ class ToolCalls:
         """Checkpoint the step's calls and send them (``remember`` is answered at once)."""
         for index, call in enumerate(calls):
             key = call_key(task.task_id, step, index)
-            local = call.name == REMEMBER_TOOL and self._remembers(task)
-            await tx.execute(
-                "INSERT INTO tool_calls (task_id, step, idx, call_id, tool, arguments,"
-                " idempotency_key, result, outcome, completed_at) VALUES ($1, $2, $3, $4, $5,"
-                " $6::jsonb, $7, $8::jsonb, $9, $10) ON CONFLICT DO NOTHING",
-                task.task_id,
-                step,
-                index,
-                call.id,
-                call.name,
-                json.dumps(call.arguments or {}),
-                key,
-                json.dumps({"remembered": True}) if local else None,
-                "OK" if local else "",
-                datetime.now(UTC) if local else None,
-            )
-            if local:
+            if call.name == REMEMBER_TOOL and self._remembers(task):
+                await self._checkpoint(
+                    tx, task, step, index, call, result={"remembered": True}, outcome="OK"
+                )
                 await self._remember(tx, task, step, key, call.arguments or {})
             else:
+                await self._checkpoint(tx, task, step, index, call, result=None, outcome="")
                 await self._send(
                     tx,
                     task,
@@ -200,6 +188,49 @@ class ToolCalls:
                     key=key,
                     attempt=1,
                 )
+
+    async def refuse(
+        self,
+        tx: Connection,
+        task: Task,
+        step: int,
+        calls: Sequence[ToolCall],
+        problems: dict[str, str],
+    ) -> None:
+        """Checkpoint a step's malformed calls, each answered with what is wrong (none is sent)."""
+        for index, call in enumerate(calls):
+            error = problems.get(call.id, "not run: another call of this step was malformed")
+            await self._checkpoint(
+                tx, task, step, index, call, result={"error": error}, outcome="MALFORMED"
+            )
+
+    @staticmethod
+    async def _checkpoint(
+        tx: Connection,
+        task: Task,
+        step: int,
+        index: int,
+        call: ToolCall,
+        *,
+        result: dict[str, Any] | None,
+        outcome: str,
+    ) -> None:
+        """Record one call of the step; with ``result``, it is answered already."""
+        await tx.execute(
+            "INSERT INTO tool_calls (task_id, step, idx, call_id, tool, arguments,"
+            " idempotency_key, result, outcome, completed_at) VALUES ($1, $2, $3, $4, $5,"
+            " $6::jsonb, $7, $8::jsonb, $9, CASE WHEN $8::jsonb IS NULL THEN NULL ELSE now() END)"
+            " ON CONFLICT DO NOTHING",
+            task.task_id,
+            step,
+            index,
+            call.id,
+            call.name,
+            json.dumps(call.arguments or {}),
+            call_key(task.task_id, step, index),
+            None if result is None else json.dumps(result),
+            outcome,
+        )
 
     async def _send(
         self,
