@@ -21,15 +21,14 @@ from mainstay_common.http import ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import cancel_and_wait, sweep_forever
 from mainstay_common.service import ServiceApp
 from mainstay_common.settings import secret_values
-from mainstay_contracts.execution import TASK_EVENTS
-from mainstay_contracts.identity import SEND_MAIL
-from mainstay_contracts.ledger import CLOSE_HOLD, OPEN_HOLD, RECORD_USAGE
-from mainstay_contracts.memory import REMEMBER
-from mainstay_contracts.tools import INVOKE_TOOL
 from mainstay_execution.agents import AgentBook
 from mainstay_execution.budget import Budget
 from mainstay_execution.escalations import Escalations
-from mainstay_execution.handlers.kafka import SUBMIT_HANDLER, register_kafka_handlers
+from mainstay_execution.handlers.kafka import (
+    PUBLISHES,
+    SUBMIT_HANDLER,
+    register_kafka_handlers,
+)
 from mainstay_execution.healing import Circuits
 from mainstay_execution.memory import MemoryClient
 from mainstay_execution.ownership import Leases
@@ -140,17 +139,7 @@ class ExecutionApp(ServiceApp):
             budget=budget,
             escalations=escalations,
         )
-        await bus.start(
-            extra_topics=[
-                TASK_EVENTS,
-                INVOKE_TOOL,
-                OPEN_HOLD,
-                RECORD_USAGE,
-                CLOSE_HOLD,
-                SEND_MAIL,
-                REMEMBER,
-            ]
-        )
+        await bus.start(extra_topics=PUBLISHES)
         stack.push_async_callback(bus.close)
         await self._heartbeats(stack, service="execution", in_flight=lambda: len(execution.running))
         await stack.enter_async_context(OutboxRelay(database, bus.send_many))

@@ -7,13 +7,8 @@ from typing import Any, cast
 from mainstay_common.bus import Bus
 from mainstay_common.bus import asyncapi_document as document_bus
 from mainstay_common.settings import KafkaSettings, RetrySettings
-from mainstay_contracts.execution import TASK_EVENTS
-from mainstay_contracts.identity import SEND_MAIL
-from mainstay_contracts.ledger import CLOSE_HOLD, OPEN_HOLD, RECORD_USAGE
-from mainstay_contracts.memory import REMEMBER
 from mainstay_contracts.supervisor import HEARTBEAT
-from mainstay_contracts.tools import INVOKE_TOOL
-from mainstay_execution.handlers.kafka import register_kafka_handlers
+from mainstay_execution.handlers.kafka import PUBLISHES, register_kafka_handlers
 
 __all__ = ["asyncapi_document"]
 
@@ -33,14 +28,5 @@ def asyncapi_document() -> dict[str, Any]:
         version="v1",
         description="Durable agent tasks: submitted, run step by step from checkpoints,"
         " retried, fallen back, corrected, cancelled and resumed, every transition an event.",
-        publishes=[
-            TASK_EVENTS,
-            INVOKE_TOOL,
-            OPEN_HOLD,
-            RECORD_USAGE,
-            CLOSE_HOLD,
-            SEND_MAIL,
-            REMEMBER,
-            HEARTBEAT,
-        ],
+        publishes=[*PUBLISHES, HEARTBEAT],
     )

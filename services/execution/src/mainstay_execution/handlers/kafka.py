@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mainstay_contracts.execution import CANCEL_TASK, RESUME_TASK, SUBMIT_TASK
-from mainstay_contracts.identity import APPROVAL_EVENTS
-from mainstay_contracts.ledger import LEDGER_EVENTS
+from mainstay_contracts.execution import CANCEL_TASK, RESUME_TASK, SUBMIT_TASK, TASK_EVENTS
+from mainstay_contracts.identity import APPROVAL_EVENTS, SEND_MAIL
+from mainstay_contracts.ledger import CLOSE_HOLD, LEDGER_EVENTS, OPEN_HOLD, RECORD_USAGE
+from mainstay_contracts.memory import REMEMBER
 from mainstay_contracts.supervisor import AGENT_EVENTS
-from mainstay_contracts.tools import TOOL_CALLS, TOOL_EVENTS
+from mainstay_contracts.tools import INVOKE_TOOL, TOOL_CALLS, TOOL_EVENTS
 
 if TYPE_CHECKING:
     from mainstay_common.bus import Bus, Event
@@ -41,9 +42,11 @@ if TYPE_CHECKING:
     from mainstay_execution.service import Execution
     from mainstay_execution.toolcalls import ToolCalls
 
-__all__ = ["SUBMIT_HANDLER", "register_kafka_handlers"]
+__all__ = ["PUBLISHES", "SUBMIT_HANDLER", "register_kafka_handlers"]
 
 SUBMIT_HANDLER = "submit"
+PUBLISHES = (TASK_EVENTS, INVOKE_TOOL, OPEN_HOLD, RECORD_USAGE, CLOSE_HOLD, SEND_MAIL, REMEMBER)
+"""What the service sends (through its outbox), besides heartbeats."""
 
 
 def register_kafka_handlers(
