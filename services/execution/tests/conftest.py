@@ -27,9 +27,8 @@ from mainstay_contracts.execution import SUBMIT_TASK, SubmitTaskCommand
 from mainstay_contracts.supervisor import AGENT_EVENTS, AgentDefinition, AgentEvent
 from mainstay_execution.app import ExecutionApp
 from mainstay_execution.settings import ExecutionSettings
+from mainstay_execution.testing.events import final_events, task_events
 from mainstay_execution.testing.fake_models import FakeModelServer
-
-from .events import final_events, task_events
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

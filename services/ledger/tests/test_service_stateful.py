@@ -6,7 +6,7 @@ asked for) and every refusal, including the hard budget; the steps include
 duplicates of a command (a new event id for the same usage id), redeliveries
 (the same event id), crashes before commit followed by the redelivery, hold
 timeouts and approvers' answers. After every step the database must agree
-with the model and every invariant of :func:`conftest.check_invariants` hold.
+with the model and every invariant of :func:`mainstay_ledger.testing.check_invariants` hold.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from mainstay_contracts.ledger import CloseHoldCommand, OpenHoldCommand, RecordU
 from mainstay_ledger import pricebook
 from mainstay_ledger.holds import HoldRejected, Ledger
 from mainstay_ledger.settings import LedgerSettings
+from mainstay_ledger.testing import check_invariants
 
-from .conftest import check_invariants
 from .machines import DatabaseMachine, run_machine
 
 if TYPE_CHECKING:

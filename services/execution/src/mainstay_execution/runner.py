@@ -406,7 +406,7 @@ class Runner:
                     tx, task.task_id, state="running", waiting_for=""
                 )
                 await self._tasks.emit(tx, "step.started", updated, step=task.steps + 1)
-            return None
+            return GO_ON  # the next step, in this turn
         waits = [self._poll(now)]
         if progress.wake_at is not None:
             waits.append(progress.wake_at)
@@ -432,18 +432,17 @@ class Runner:
         if not self._circuits.allows(ref.provider, ref.model):
             await self._fall_back(task, f"the circuit of {ref.provider}/{ref.model} is open")
             return None
-        attempt = await self._attempts(task.task_id, step, ref.model) + 1
-        messages = await self._conversation(task)
-        specs = await self._tools.specs(task)
+        messages, specs = await asyncio.gather(self._conversation(task), self._tools.specs(task))
         key = self._keys.get(ref.credential) if ref.credential else None
         try:
             reply = await self._provider.complete(ref, messages, specs, api_key=key)
         except ModelError as exc:
             self._circuits.failed(ref.provider, ref.model)
+            attempt = await self._attempts(task.task_id, step, ref.model) + 1
             await self._failed_call(task, step, attempt, exc)
             return None
         self._circuits.succeeded(ref.provider, ref.model)
-        problems = await self._tools.problems(task, reply) if reply.tool_calls else {}
+        problems = self._tools.problems(specs, reply) if reply.tool_calls else {}
         async with self._leases.fenced(task.partition) as tx:
             await self._checkpoint(tx, task, step, reply)
             updated = await self._tasks.update(tx, task.task_id, steps=step)
@@ -652,15 +651,17 @@ class Runner:
         if system:
             messages.append(Message(role="system", content=system))
         messages.append(Message(role="user", content=task.input))
-        replies = await self._database.fetch(
-            "SELECT step, reply FROM model_calls WHERE task_id = $1 AND reply IS NOT NULL"
-            " ORDER BY step",
-            task.task_id,
-        )
-        results = await self._database.fetch(
-            "SELECT step, idx, call_id, result FROM tool_calls WHERE task_id = $1"
-            " ORDER BY step, idx",
-            task.task_id,
+        replies, results = await asyncio.gather(
+            self._database.fetch(
+                "SELECT step, reply FROM model_calls WHERE task_id = $1 AND reply IS NOT NULL"
+                " ORDER BY step",
+                task.task_id,
+            ),
+            self._database.fetch(
+                "SELECT step, idx, call_id, result FROM tool_calls WHERE task_id = $1"
+                " ORDER BY step, idx",
+                task.task_id,
+            ),
         )
         by_step: dict[int, list[Any]] = {}
         for row in results:

@@ -147,9 +147,10 @@ class ToolCalls:
         )
         return {row["name"]: json.loads(row["spec"]) for row in rows}
 
-    async def problems(self, task: Task, reply: ModelReply) -> dict[str, str]:
+    @staticmethod
+    def problems(offered: list[ToolSpec], reply: ModelReply) -> dict[str, str]:
         """What is wrong with each tool call, by call id (nothing: all can be sent)."""
-        specs = {spec.name: spec for spec in await self.specs(task)}
+        specs = {spec.name: spec for spec in offered}
         problems: dict[str, str] = {}
         for call in reply.tool_calls:
             spec = specs.get(call.name)

@@ -1,9 +1,9 @@
 """The whole mesh for end-to-end tests of the execution service, one per test module.
 
-``full_mesh`` is a :class:`~.mesh.FullMesh`: identity, ledger, memory, the tools
-gateway (with a counting tool server), the supervisor and the fake model server
-on loopback; tests start execution instances with ``full_mesh.execution()`` or
-``full_mesh.execution_process()``.
+``full_mesh`` is a :class:`~mainstay_execution.testing.mesh.FullMesh`: identity,
+ledger, memory, the tools gateway (with a counting tool server), the supervisor and
+the fake model server on loopback; tests start execution instances with
+``full_mesh.execution()`` or ``full_mesh.execution_process()``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest_asyncio
 
-from .mesh import FullMesh, running_mesh
+from mainstay_execution.testing.mesh import FullMesh, running_mesh
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -18,7 +18,7 @@ import pytest
 from mainstay_execution.testing.fake_models import ToolLoopResponder
 
 if TYPE_CHECKING:
-    from .mesh import ExecutionProcess, FullMesh
+    from mainstay_execution.testing.mesh import ExecutionProcess, FullMesh
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(600)]
 

@@ -15,7 +15,7 @@ from mainstay_execution.memory import MemoryClient
 from mainstay_execution.testing.fake_models import CallTool, HttpFailure, Reply
 
 if TYPE_CHECKING:
-    from .mesh import FullMesh
+    from mainstay_execution.testing.mesh import FullMesh
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 

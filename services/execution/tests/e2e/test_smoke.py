@@ -10,7 +10,7 @@ import pytest
 from mainstay_execution.testing.fake_models import Reply
 
 if TYPE_CHECKING:
-    from .mesh import FullMesh
+    from mainstay_execution.testing.mesh import FullMesh
 
 pytestmark = pytest.mark.real
 

@@ -1,8 +1,8 @@
-"""The whole mesh in one test process: every service on loopback, for end-to-end tests.
+"""The whole mesh in one process: every service on loopback, for end-to-end tests and benchmarks.
 
 :func:`running_mesh` starts, on one broker topic prefix and each on a database
 of its own: the identity service, the ledger (announcing usage), memory (local
-embedder), the tools gateway with a counting :class:`~.toolserver.ToolServer`
+embedder), the tools gateway with a counting :class:`~mainstay_execution.testing.toolserver.ToolServer`
 behind its HTTP tools, the supervisor, and a scripted
 :class:`~mainstay_execution.testing.fake_models.FakeModelServer`. Execution
 instances are started by the tests themselves, in-process
@@ -49,10 +49,13 @@ from mainstay_common.testing import temporary_database
 from mainstay_contracts.execution import SUBMIT_TASK, SubmitTaskCommand
 from mainstay_execution.app import ExecutionApp
 from mainstay_execution.settings import ExecutionSettings
+from mainstay_execution.testing.events import final_events, task_events
 from mainstay_execution.testing.fake_models import FakeModelServer
+from mainstay_execution.testing.toolserver import ToolServer
 from mainstay_identity.testing import running_identity
 from mainstay_ledger.app import LedgerApp
 from mainstay_ledger.settings import LedgerSettings
+from mainstay_ledger.testing import check_invariants
 from mainstay_memory.app import MemoryApp
 from mainstay_memory.settings import CurationSettings, MemorySettings
 from mainstay_supervisor.app import SupervisorApp
@@ -60,10 +63,6 @@ from mainstay_supervisor.settings import SupervisorSettings
 from mainstay_tools_gateway.app import ToolsGatewayApp
 from mainstay_tools_gateway.settings import BreakerSettings, ToolsGatewaySettings
 from mainstay_tools_gateway.store.vault import Vault
-
-from ....ledger.tests.conftest import check_invariants
-from ..events import final_events, task_events
-from .toolserver import ToolServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -479,7 +478,7 @@ class FullMesh:
         return await _fetch(self.ledger_dsn, "ledger", query, *args)
 
     async def ledger_balanced(self) -> None:
-        """Assert the ledger's invariants (the ledger tests' own check): the books balance,
+        """Assert the ledger's invariants (:func:`mainstay_ledger.testing.check_invariants`): the books balance,
         holds match their transfers and usage, nothing is posted twice."""
         await check_invariants(self.ledger_rows)
 

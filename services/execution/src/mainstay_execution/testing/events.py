@@ -1,7 +1,7 @@
 """Reading a task's events back from ``execution.evt.task.v1``, as a submitter would.
 
-Shared by the execution service's own tests (``conftest.py``) and the whole-mesh
-tests (``e2e/``).
+Shared by the execution service's own tests, the whole-mesh harness
+(:mod:`mainstay_execution.testing.mesh`) and the benchmarks.
 """
 
 from __future__ import annotations

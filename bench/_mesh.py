@@ -1,0 +1,197 @@
+"""What the execution benchmarks share: the whole mesh, a model that steps through tools,
+and a reader of the task events (and tool commands and results) as they are published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from _stack import stack  # bench/, the script's own folder, is on sys.path
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from mainstay_contracts.execution import TASK_EVENTS
+from mainstay_contracts.tools import INVOKE_TOOL, TOOL_CALLS
+from mainstay_execution.testing.fake_models import CallTool, HttpFailure, Reply
+from mainstay_execution.testing.mesh import running_mesh
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from mainstay_common.settings import KafkaSettings
+    from mainstay_execution.testing.fake_models import FakeRequest, Step
+    from mainstay_execution.testing.mesh import FullMesh
+
+__all__ = [
+    "FINAL",
+    "Observed",
+    "Observer",
+    "StepResponder",
+    "epoch_ms",
+    "log",
+    "mesh",
+    "ms_between",
+]
+
+FINAL = frozenset({"task.completed", "task.failed", "task.cancelled"})
+
+
+def log(bench: str, message: str) -> None:
+    print(f"[{bench} bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.asynccontextmanager
+async def mesh(prefix: str) -> AsyncIterator[tuple[FullMesh, str]]:
+    """The whole mesh but execution (see :mod:`mainstay_execution.testing.mesh`) and the
+    PostgreSQL server's DSN, on the embedded broker and PostgreSQL unless
+    ``MAINSTAY_KAFKA_BOOTSTRAP`` / ``MAINSTAY_POSTGRES_DSN`` name others."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as home_dir:
+        async with stack() as (bootstrap, dsn), running_mesh(bootstrap, dsn, Path(home_dir)) as m:
+            yield m, dsn
+
+
+class StepResponder:
+    """A model that calls one tool a step (``tools`` in turn) until the conversation holds
+    ``tool_steps`` tool results, then answers; ``failure_rate`` of its answers are a
+    transient 500 instead. Stateless over the conversation, so a resumed task goes on
+    where it was. :attr:`arrivals` notes when each request came, by the task's input."""
+
+    def __init__(
+        self,
+        tools: Sequence[str],
+        tool_steps: int,
+        *,
+        failure_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        self._tools = list(tools)
+        self._tool_steps = tool_steps
+        self._failure_rate = failure_rate
+        self._random = random.Random(seed)
+        self.failures = 0
+        """Transient failures answered so far."""
+        self.arrivals: defaultdict[str, list[float]] = defaultdict(list)
+        """Epoch milliseconds of each request, by the conversation's first user message."""
+
+    def __call__(self, request: FakeRequest) -> Step:
+        prompt = next((m.content for m in request.messages if m.role == "user"), "")
+        self.arrivals[prompt].append(time.time() * 1000)
+        if self._failure_rate and self._random.random() < self._failure_rate:
+            self.failures += 1
+            return HttpFailure(500, "injected transient failure")
+        done = sum(1 for message in request.messages if message.role == "tool")
+        if done < self._tool_steps:
+            tool = self._tools[done % len(self._tools)]
+            return Reply(tool_calls=[CallTool(tool, {})], input_tokens=20, output_tokens=5)
+        return Reply("done", input_tokens=20, output_tokens=2)
+
+
+@dataclass
+class Observed:
+    """What was published about one task, in the order it was read."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    invokes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    """``(record timestamp in ms, InvokeToolCommand)``."""
+    results: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    """``(record timestamp in ms, ToolCallEvent)``."""
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def first(self, kind: str, step: int | None = None) -> dict[str, Any] | None:
+        return next(
+            (e for e in self.events if e["type"] == kind and (step is None or e["step"] == step)),
+            None,
+        )
+
+
+class Observer:
+    """Reads ``execution.evt.task.v1``, ``tools.cmd.invoke-tool.v1`` and
+    ``tools.evt.tool-call.v1`` from their beginning, without a consumer group, into
+    :class:`Observed` records per task. Start it once the mesh created those topics."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
+        self._names = {
+            f"{kafka.topic_prefix}{TASK_EVENTS.name}": "event",
+            f"{kafka.topic_prefix}{INVOKE_TOOL.name}": "invoke",
+            f"{kafka.topic_prefix}{TOOL_CALLS.name}": "result",
+        }
+        self.tasks: defaultdict[str, Observed] = defaultdict(Observed)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+        )
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Observer:
+        await self._consumer.start()
+        partitions: list[TopicPartition] = []
+        for _ in range(300):
+            await self._consumer.topics()  # refreshes the metadata
+            found = {name: self._consumer.partitions_for_topic(name) for name in self._names}
+            if all(found.values()):
+                partitions = [TopicPartition(n, p) for n, ps in found.items() for p in ps or ()]
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"topics missing: {sorted(self._names)}")
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._consumer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=50)
+            for partition, records in batch.items():
+                kind = self._names[partition.topic]
+                for record in records:
+                    payload = json.loads(record.value)
+                    task = self.tasks[payload.get("task_id", "")]
+                    if kind == "event":
+                        task.events.append(payload)
+                        if payload["type"] in FINAL:
+                            task.ended.set()
+                    elif kind == "invoke":
+                        task.invokes.append((record.timestamp, payload))
+                    else:
+                        task.results.append((record.timestamp, payload))
+
+    async def ended(self, task_id: str, wait_s: float) -> bool:
+        """Whether the task ended within ``wait_s``."""
+        try:
+            await asyncio.wait_for(self.tasks[task_id].ended.wait(), wait_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+def ms_between(start: str | float, end: str | float) -> float:
+    """Milliseconds from ``start`` to ``end``: ISO timestamps, or epoch milliseconds."""
+    return epoch_ms(end) - epoch_ms(start)
+
+
+def epoch_ms(value: str | float) -> float:
+    """An ISO timestamp (or epoch milliseconds) as epoch milliseconds."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).timestamp() * 1000
+    return float(value)
