@@ -74,6 +74,9 @@ PRICES: dict[str, dict[str, int]] = {
 COST_CAP_MICROS = 50_000
 SUBMITTER = "demo-submitter"
 _NO_AGENT = "agent: no agent"
+REGISTRATION_GRACE_S = 1.0
+"""How long after registering the agent the first task is submitted (the registration
+reaches the execution service over Kafka; a task submitted before fails and is sent again)."""
 
 
 class _DemoProblem(Exception):
@@ -351,7 +354,7 @@ def _describe(event: dict[str, Any], currency: str) -> str:  # noqa: PLR0911  # 
                 f" {details.get('output_tokens')} out)"
             )
         case "task.waiting":
-            return f"waiting for {details.get('waiting_for', '?')}: {reason}"
+            return reason or f"waiting for {details.get('waiting_for', '?')}"
         case "task.retrying" if details.get("fallback_from"):
             return f"fallback {details['fallback_from']} -> {details['fallback_to']}: {reason}"
         case "task.retrying" if "attempt" in details:
@@ -396,7 +399,7 @@ async def _run_task(
             step = "" if event.get("step") is None else str(event["step"])
             line = (
                 f"  {time.monotonic() - started:5.1f}s  [bold]{event['type']:<15}[/]"
-                f" {step:>2}  {event.get('model') or '':<8} {event.get('tool') or '':<8}"
+                f" {step:>2}  {event.get('model') or '':<8} {event.get('tool') or '':<15}"
                 f" {escape(_describe(event, report.currency))}"
             )
             console.print(line, soft_wrap=True)
@@ -404,11 +407,11 @@ async def _run_task(
         await bus.publish(SUBMIT_TASK, command(report.task_id))
         if report.submissions == 1:
             console.print(
-                f"submitted [bold]{report.task_id}[/] (cap {COST_CAP_MICROS} micro-units):"
-                " what to compute is the task's input"
+                f"submitted [bold]{report.task_id}[/]: {command(report.task_id).input!r}"
+                f" (cost cap {COST_CAP_MICROS} micro-units)"
             )
             console.print(
-                f"  [dim]{'time':>6}  {'event':<15} {'step':>2}  {'model':<8} {'tool':<8} detail[/]"
+                f"  [dim]{'time':>6}  {'event':<15} {'step':>2}  {'model':<8} {'tool':<15} detail[/]"
             )
         final = await feed.follow(report.task_id, show)
         if final["type"] == "task.failed" and final.get("reason", "").startswith(_NO_AGENT):
@@ -461,6 +464,8 @@ async def run_execution_demo(
             )
             _script(models)
             await _wait_ready(http, urls, ready_s)
+            if (waited := time.monotonic() - started) > 1:
+                console.print(f"[dim]the services were ready after {waited:.0f}s[/]")
             async with asyncio.timeout(task_s):
                 report.currency = await _price_models(http, urls["ledger"], admin, tenant)
                 version = await _register(
@@ -489,7 +494,7 @@ async def run_execution_demo(
                     await bus.ensure_topics([SUBMIT_TASK, TASK_EVENTS])
                     async with _TaskFeed(bootstrap, f"{topic_prefix}{TASK_EVENTS.name}") as feed:
                         # The agent's registration reaches the execution service over Kafka.
-                        await asyncio.sleep(1.0)
+                        await asyncio.sleep(REGISTRATION_GRACE_S)
                         await _run_task(bus, feed, command, run=run, report=report, console=console)
             report.model_calls = {m: models.calls(m) for m in (PRIMARY, BACKUP)}
     except TimeoutError:

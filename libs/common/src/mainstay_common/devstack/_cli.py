@@ -20,7 +20,7 @@ from mainstay_common.devstack._services import identity_base_url, identity_port,
 from mainstay_common.devstack._stack import DEFAULT_KAFKA_PORT, DEFAULT_PG_PORT, EmbeddedStack
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from mainstay_common.devstack._status import ComponentStatus
 
@@ -140,6 +140,18 @@ def up(
     )
 
 
+_DEFAULT_HTTP_PORTS = {"tools-gateway": 8102, "ledger": 8104, "supervisor": 8105, "execution": 8106}
+
+
+def _service_urls(environ: Mapping[str, str]) -> dict[str, str]:
+    """The HTTP base URL of each service the execution demo talks to (``<SVC>_HTTP_PORT``)."""
+    urls = {"identity": identity_base_url(identity_port(environ))}
+    for name, default in _DEFAULT_HTTP_PORTS.items():
+        port = environ.get(f"{name.upper().replace('-', '_')}_HTTP_PORT", "").strip()
+        urls[name] = f"http://127.0.0.1:{port or default}"
+    return urls
+
+
 @app.command()
 def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
     """Start the stack if needed, then run a real round trip through the bus and report it."""
@@ -176,6 +188,23 @@ def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
                 identity_url, stack.kafka_bootstrap, stack.home.root, _out
             )
             ok = ok and identity.ok
+        if "execution" in running:
+            # Only here: the execution part needs the execution service's package, which
+            # mainstay_common does not depend on.
+            from mainstay_execution.demo import run_execution_demo  # noqa: PLC0415
+
+            urls = _service_urls(os.environ)
+            _out.print(
+                f"\n[bold]demo:[/bold] an agent task through execution at {urls['execution']}"
+            )
+            execution = await run_execution_demo(
+                stack.kafka_bootstrap,
+                stack.home.root,
+                _out,
+                urls=urls,
+                topic_prefix=os.environ.get("MAINSTAY_KAFKA_TOPIC_PREFIX", ""),
+            )
+            ok = ok and execution.ok
         return ok
 
     try:
