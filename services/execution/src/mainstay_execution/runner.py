@@ -31,7 +31,6 @@ import asyncio
 import enum
 import json
 import logging
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -179,14 +178,13 @@ class Runner:
             return GO_ON
         state = task.hold_state
         assert task.definition is not None
+        failure = HOLD_FAILURES.get(state)
         if state == "exhausted" and not task.definition.escalation:
-            state, task = (
-                "extension-denied",
-                replace(task, hold_reason="the agent has no escalation contacts to approve more"),
-            )
-        if state in HOLD_FAILURES:
-            reason = HOLD_FAILURES[state] + (f": {task.hold_reason}" if task.hold_reason else "")
-            await self._end(task, "failed", reason)
+            failure = "budget: the hold ran out and the agent has no escalation contacts to ask"
+        elif failure and task.hold_reason:
+            failure = f"{failure}: {task.hold_reason}"
+        if failure:
+            await self._end(task, "failed", failure)
             return None
         if state == "none":
             async with self._leases.fenced(task.partition) as tx:

@@ -268,6 +268,25 @@ async def test_a_denied_extension_fails_the_task_cleanly(full_mesh: FullMesh) ->
     await mesh.ledger_balanced()
 
 
+async def test_an_exhausted_budget_with_nobody_to_ask_fails_the_task(full_mesh: FullMesh) -> None:
+    mesh = full_mesh
+    task_id = new_id("alone")
+    await mesh.register_tool("lookup", price_micros=0)
+    mesh.models.script(
+        "primary", [Reply(tool_calls=[CallTool("lookup", {"q": "z"})]), Reply("never sent")]
+    )
+    async with mesh.execution():
+        await mesh.register_agent("loner", tools=["lookup"], escalation=[])
+        await mesh.submit(task_id, "loner", "spend alone", max_cost_micros=50)
+        events = await mesh.final(task_id)
+    assert events[-1]["type"] == "task.failed"
+    assert events[-1]["reason"] == (
+        "budget: the hold ran out and the agent has no escalation contacts to ask"
+    )
+    assert mesh.models.pending("primary") == 1
+    await mesh.ledger_balanced()
+
+
 async def test_a_permanent_failure_is_escalated_and_the_human_decides(
     full_mesh: FullMesh,
 ) -> None:
