@@ -228,7 +228,7 @@ async def test_an_exhausted_budget_waits_for_approval_then_finishes(full_mesh: F
         await mesh.register_agent("spender", tools=["lookup"])
         await mesh.submit(task_id, "spender", "spend a little more", max_cost_micros=50)
         waiting = await mesh.events(
-            task_id, lambda e: e["details"].get("waiting_for") == "budget", wait_s=30
+            task_id, lambda e: e["details"].get("waiting_for") == "budget", wait_s=90
         )
         assert types(waiting)[-1] == "task.waiting"
         request = await approval_for(mesh, task_id)
