@@ -16,12 +16,10 @@ them on its next turn.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mainstay_common.errors import MainstayError
 from mainstay_contracts.identity import SEND_MAIL, ApprovalRequest, SendMailCommand
 
 if TYPE_CHECKING:
@@ -33,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OPTIONS", "Escalations"]
 
-_log = logging.getLogger("mainstay.execution.escalations")
 OPTIONS = ["retry", "skip", "abort"]
 
 
@@ -53,15 +50,7 @@ class Escalations:
         definition = task.definition
         if definition is None or not definition.escalation:
             return None
-        if self._tokens is None or not self._tokens.has_tenant(task.tenant):
-            return None
-        try:
-            return await self._tokens.token(task.tenant)
-        except MainstayError as exc:
-            _log.warning(
-                "task %s: no token of tenant %s to escalate: %s", task.task_id, task.tenant, exc
-            )
-            return None
+        return None if self._tokens is None else await self._tokens.token_or_none(task.tenant)
 
     async def escalate(
         self, tx: Connection, task: Task, *, step: int, reason: str, token: str

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter
 
-from mainstay_common.errors import MainstayError, NotFound
+from mainstay_common.errors import NotFound
 from mainstay_contracts.execution import (
     CANCEL_TASK,
     FINAL_TASK_EVENTS,
@@ -180,13 +180,7 @@ class Supervision:
         return acted
 
     async def _token(self, tenant: str) -> str | None:
-        if self._tokens is None or not self._tokens.has_tenant(tenant):
-            return None
-        try:
-            return await self._tokens.token(tenant)
-        except MainstayError as exc:
-            _log.warning("no token of tenant %s from identity: %s", tenant, exc)
-            return None
+        return None if self._tokens is None else await self._tokens.token_or_none(tenant)
 
     async def _act(
         self, tx: Connection, task_id: str, now: datetime, token: str | None

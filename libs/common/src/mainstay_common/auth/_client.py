@@ -11,13 +11,14 @@ expire.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
 
-from mainstay_common.errors import InvalidArgument, map_httpx_errors
+from mainstay_common.errors import InvalidArgument, MainstayError, map_httpx_errors
 from mainstay_common.settings import secret_values
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientCredentials", "TokenSource", "parse_credentials"]
 
+_log = logging.getLogger("mainstay.auth.tokens")
 # A token is renewed when less than this share of its lifetime is left.
 _RENEW_AT = 0.5
 
@@ -101,6 +103,17 @@ class TokenSource:
             lifetime = float(body.get("expires_in", 300))
             self._cache[tenant] = (token, time.monotonic() + lifetime * _RENEW_AT)
             return token
+
+    async def token_or_none(self, tenant: str) -> str | None:
+        """A token of ``tenant``, or None (logged) when there are no credentials for it or
+        identity will not issue one: for callers that carry on without (a mail not sent)."""
+        if not self.has_tenant(tenant):
+            return None
+        try:
+            return await self.token(tenant)
+        except MainstayError as exc:
+            _log.warning("no token of tenant %s from identity: %s", tenant, exc)
+            return None
 
     async def aclose(self) -> None:
         await self._http.aclose()
