@@ -11,10 +11,9 @@ on from its last checkpoint.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mainstay_common.db import after_commit
 from mainstay_common.errors import PermissionDenied, Unauthenticated
@@ -207,11 +206,8 @@ class Execution:
         return 0
 
     async def close(self) -> None:
-        for runner in list(self.running.values()):
-            runner.cancel()
-        for runner in list(self.running.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await runner
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"partitions": sorted(self._leases.held), "running": len(self.running)}
+        # A runner that failed was logged when it ended (``_forget``).
+        await asyncio.gather(
+            *(cancel_and_wait(runner) for runner in list(self.running.values())),
+            return_exceptions=True,
+        )

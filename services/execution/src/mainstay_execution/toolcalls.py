@@ -90,7 +90,7 @@ class ToolCalls:
         self._bus = bus
         self._outbox = outbox
         self._settings = settings
-        self.memory_writes = settings.memory_target is not None
+        self._memory_writes = settings.memory_target is not None
 
     # -- what the model is told -----------------------------------------------------
 
@@ -100,7 +100,7 @@ class ToolCalls:
         definition = task.definition
         assert definition is not None
         return (
-            self.memory_writes
+            self._memory_writes
             and bool(definition.memory.remember)
             and REMEMBER_TOOL not in definition.tools
         )
