@@ -61,6 +61,12 @@ _STATES = {
     "hold.expired": "expired",
     "hold.closed": "closed",
 }
+_UNCONFIRMED = (
+    "((SELECT count(*) FROM model_calls m WHERE m.task_id = $1 AND m.reply IS NOT NULL)"
+    " + (SELECT count(*) FROM tool_calls t WHERE t.task_id = $1 AND t.cost_micros > 0)"
+    " - (SELECT count(*) FROM charges c WHERE c.task_id = $1))"
+)
+"""Usage sent for a task (``$1``) that the ledger has not confirmed yet."""
 _HOLD_TIMEOUT_MARGIN_S = 600
 _MAX_HOLD_S = 30 * 86_400
 
@@ -126,14 +132,24 @@ class Budget:
         """Usage sent for the task that the ledger has not confirmed yet."""
         if not self.enabled:
             return 0
-        value = await (tx or self._database).fetchval(
-            "SELECT (SELECT count(*) FROM model_calls m WHERE m.task_id = $1"
-            "        AND m.reply IS NOT NULL)"
-            " + (SELECT count(*) FROM tool_calls t WHERE t.task_id = $1 AND t.cost_micros > 0)"
-            " - (SELECT count(*) FROM charges c WHERE c.task_id = $1)",
-            task_id,
-        )
+        value = await (tx or self._database).fetchval(f"SELECT {_UNCONFIRMED}", task_id)
         return max(0, int(value or 0))
+
+    async def may_spend(self, task: Task) -> bool:
+        """Whether the ledger confirmed all the task's usage and its hold is as ``task`` says.
+
+        Both are read in one statement: a charge that runs the hold out is recorded
+        together with the hold's new state, so a turn that read the task before that
+        charge cannot see it confirmed and take a step the hold no longer covers.
+        """
+        return bool(
+            await self._database.fetchval(
+                f"SELECT hold_state = $2 AND {_UNCONFIRMED} <= 0 FROM tasks"  # noqa: S608 - a constant
+                " WHERE task_id = $1",
+                task.task_id,
+                task.hold_state,
+            )
+        )
 
     async def on_ledger_event(self, tx: Connection, event: LedgerEvent) -> str | None:
         """Record what the ledger did for one of our tasks; its id, to wake its runner."""

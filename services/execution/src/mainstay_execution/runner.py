@@ -204,7 +204,7 @@ class Runner:
                     "budget",
                     "budget: the hold ran out; waiting for an approved extension",
                 )
-        elif state in ("requested", "exhausted") or await self._budget.unconfirmed(task.task_id):
+        elif state in ("requested", "exhausted") or not await self._budget.may_spend(task):
             # Spending goes on only once the ledger has seen what was spent: a hold that
             # ran out stops the task before its next step, not after it.
             return self._poll(now)
