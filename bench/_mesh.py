@@ -51,12 +51,18 @@ def log(bench: str, message: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def mesh(prefix: str) -> AsyncIterator[tuple[FullMesh, str]]:
+async def mesh(
+    prefix: str, *, gateway_process: bool = False
+) -> AsyncIterator[tuple[FullMesh, str]]:
     """The whole mesh but execution (see :mod:`mainstay_execution.testing.mesh`) and the
     PostgreSQL server's DSN, on the embedded broker and PostgreSQL unless
-    ``MAINSTAY_KAFKA_BOOTSTRAP`` / ``MAINSTAY_POSTGRES_DSN`` name others."""
+    ``MAINSTAY_KAFKA_BOOTSTRAP`` / ``MAINSTAY_POSTGRES_DSN`` name others; the tools
+    gateway in its own process with ``gateway_process``."""
     with tempfile.TemporaryDirectory(prefix=prefix) as home_dir:
-        async with stack() as (bootstrap, dsn), running_mesh(bootstrap, dsn, Path(home_dir)) as m:
+        async with (
+            stack() as (bootstrap, dsn),
+            running_mesh(bootstrap, dsn, Path(home_dir), gateway_process=gateway_process) as m,
+        ):
             yield m, dsn
 
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from _mesh import Observer, StepResponder, log, mesh
 
 if TYPE_CHECKING:
-    from mainstay_execution.testing.mesh import ExecutionProcess, FullMesh
+    from mainstay_execution.testing.mesh import FullMesh, ServiceProcess
 
 AGENT = "chaotic"
 TOOLS = ["chaos_a", "chaos_b", "chaos_c", "chaos_d"]
@@ -62,7 +62,7 @@ async def recorded_steps(fm: FullMesh, tasks: list[str]) -> int:
 
 
 async def kill_after(
-    fm: FullMesh, process: ExecutionProcess, tasks: list[str], steps: int, wait_s: float
+    fm: FullMesh, process: ServiceProcess, tasks: list[str], steps: int, wait_s: float
 ) -> int:
     """SIGKILL ``process`` once the batch has recorded ``steps`` steps (or after ``wait_s``);
     how many it had then."""

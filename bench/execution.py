@@ -2,9 +2,10 @@
 
 One run starts (on the embedded broker and PostgreSQL unless
 ``MAINSTAY_KAFKA_BOOTSTRAP`` / ``MAINSTAY_POSTGRES_DSN`` are set) the whole mesh
-of :mod:`mainstay_execution.testing.mesh` in this process (identity, ledger,
-memory, tools gateway, supervisor, the fake model server and the tool server)
-and one execution instance as its own process (``python -m
+of :mod:`mainstay_execution.testing.mesh` (identity, ledger, memory, supervisor,
+the fake model server and the tool server in this process; the tools gateway
+as its own process, ``python -m mainstay_tools_gateway``, as a deployment runs
+it) and one execution instance as its own process (``python -m
 mainstay_execution``), **with the ledger off and no memory** (``ledger=False``,
 ``memory_target=None``: no hold, no usage, no recall), and with the service's
 default ``wait_poll_s`` and ``ownership_check_s`` rather than the tests' short
@@ -250,7 +251,7 @@ async def run_tasks(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     defaults = ExecutionSettings.model_fields
-    async with mesh("mainstay-bench-execution-") as (fm, server_dsn):
+    async with mesh("mainstay-bench-execution-", gateway_process=True) as (fm, server_dsn):
         model = StepResponder([TOOL], args.steps - 1)
         fm.models.respond("primary", model)
         say("starting the execution process")

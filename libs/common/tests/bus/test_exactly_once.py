@@ -200,6 +200,36 @@ async def test_crash_after_publish_is_deduplicated_by_the_consumer_inbox(
     assert await _total(database, "o-8") == 4
 
 
+async def test_rows_committed_while_a_batch_is_out_are_relayed_without_waiting_for_the_poll(
+    make_bus, database: Database
+) -> None:
+    bus = make_bus()
+    outbox = Outbox(database)
+    batches: list[list[str]] = []
+    first_out, go_on = asyncio.Event(), asyncio.Event()
+
+    async def publish(messages: Sequence[OutgoingMessage]) -> None:
+        batches.append([m.event_id for m in messages])
+        first_out.set()
+        await go_on.wait()
+
+    async def commit(order_id: str) -> str:
+        message = bus.message(ORDERS, order(order_id))
+        async with database.pool.acquire() as tx, tx.transaction():
+            await outbox.add(tx, message)
+        return message.event_id
+
+    # The poll would come only after an hour: only the commit's notice can bring the relay back.
+    async with OutboxRelay(database, publish, poll_interval=3600) as relay:
+        first = await commit("o-20")
+        await asyncio.wait_for(first_out.wait(), timeout=10)
+        second = await commit("o-21")  # its notice arrives while the first batch is out
+        await asyncio.sleep(0.2)
+        go_on.set()
+        await wait_for(lambda: relay.published == 2, what="the row committed mid-batch")
+    assert batches == [[first], [second]]
+
+
 async def test_rolled_back_transaction_publishes_nothing(make_bus, database: Database) -> None:
     bus = make_bus()
     outbox = Outbox(database)

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from mainstay_execution.healing import Circuits
     from mainstay_execution.memory import MemoryClient
     from mainstay_execution.ownership import Leases
-    from mainstay_execution.providers.base import Provider
+    from mainstay_execution.providers.base import Provider, ToolSpec
     from mainstay_execution.settings import ExecutionSettings
     from mainstay_execution.tasks import Task, Tasks
     from mainstay_execution.toolcalls import ToolCalls
@@ -397,14 +397,7 @@ class Runner:
                     )
             return None
         if progress.done:
-            if task.waiting_for != "tools":
-                return GO_ON
-            async with self._leases.fenced(task.partition) as tx:
-                updated = await self._tasks.update(
-                    tx, task.task_id, state="running", waiting_for=""
-                )
-                await self._tasks.emit(tx, "step.started", updated, step=task.steps + 1)
-            return GO_ON  # the next step, in this turn
+            return GO_ON  # the next step, in this turn (it announces itself, see _step)
         waits = [self._poll(now)]
         if progress.wake_at is not None:
             waits.append(progress.wake_at)
@@ -430,29 +423,38 @@ class Runner:
         if not self._circuits.allows(ref.provider, ref.model):
             await self._fall_back(task, f"the circuit of {ref.provider}/{ref.model} is open")
             return None
-        messages, specs = await asyncio.gather(self._conversation(task), self._tools.specs(task))
-        key = self._keys.get(ref.credential) if ref.credential else None
+        # The step's announcement commits while the model is asked (it is fenced like
+        # the checkpoint, which waits for it: a runner that lost the task wastes one call).
+        announcing = asyncio.ensure_future(self._announce(task, step))
         try:
-            reply = await self._provider.complete(ref, messages, specs, api_key=key)
-        except ModelError as exc:
+            reply, specs = await self._ask(task, ref)
+        finally:
+            await announcing
+        if isinstance(reply, ModelError):
             self._circuits.failed(ref.provider, ref.model)
             attempt = await self._attempts(task.task_id, step, ref.model) + 1
-            await self._failed_call(task, step, attempt, exc)
+            await self._failed_call(task, step, attempt, reply)
             return None
         self._circuits.succeeded(ref.provider, ref.model)
         problems = self._tools.problems(specs, reply) if reply.tool_calls else {}
         async with self._leases.fenced(task.partition) as tx:
             await self._checkpoint(tx, task, step, reply)
-            updated = await self._tasks.update(tx, task.task_id, steps=step)
-            if not reply.tool_calls:
-                await self._end_in(tx, updated, "completed", "", reply.text or "", pending=True)
-            elif problems:
-                await self._correct(tx, updated, step, reply, problems=problems, ref=ref)
+            if not reply.tool_calls or problems:
+                updated = await self._tasks.update(tx, task.task_id, steps=step)
+                if problems:
+                    await self._correct(tx, updated, step, reply, problems=problems, ref=ref)
+                else:
+                    await self._end_in(tx, updated, "completed", "", reply.text or "", pending=True)
             else:
-                await self._tools.dispatch(tx, updated, step, reply.tool_calls)
                 waiting = await self._tasks.update(
-                    tx, task.task_id, state="waiting", waiting_for="tools", corrections=0
+                    tx,
+                    task.task_id,
+                    steps=step,
+                    state="waiting",
+                    waiting_for="tools",
+                    corrections=0,
                 )
+                await self._tools.dispatch(tx, waiting, step, reply.tool_calls)
                 names = [call.name for call in reply.tool_calls]
                 await self._tasks.emit(
                     tx,
@@ -465,14 +467,37 @@ class Runner:
                 )
         return None
 
+    async def _ask(
+        self, task: Task, ref: ModelRef
+    ) -> tuple[ModelReply | ModelError, list[ToolSpec]]:
+        """The model's reply to the conversation so far (or how it failed), and the tools
+        it was offered."""
+        async with self._database.pool.acquire() as conn:  # one, however many tasks run
+            messages = await self._conversation(conn, task)
+            specs = await self._tools.specs(conn, task)
+        key = self._keys.get(ref.credential) if ref.credential else None
+        try:
+            return await self._provider.complete(ref, messages, specs, api_key=key), specs
+        except ModelError as exc:
+            return exc, specs
+
+    async def _announce(self, task: Task, step: int) -> None:
+        """``step.started`` for a step after tool results (other steps are announced by
+        what led to them)."""
+        if task.waiting_for != "tools":
+            return
+        async with self._leases.fenced(task.partition) as tx:
+            updated = await self._tasks.update(tx, task.task_id, state="running", waiting_for="")
+            await self._tasks.emit(tx, "step.started", updated, step=step)
+
     async def _checkpoint(self, tx: Connection, task: Task, step: int, reply: ModelReply) -> None:
         """Record the reply (never requested again) and its usage; announce the step."""
         await tx.execute(
             "INSERT INTO model_calls (task_id, step, attempt, provider, model, reply, usage_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
+            " SELECT $1, $2, coalesce(max(attempt), 0) + 1, $3, $4, $5::jsonb, $6"
+            " FROM model_calls WHERE task_id = $1 AND step = $2",
             task.task_id,
             step,
-            await self._next_attempt_row(tx, task.task_id, step),
             reply.provider,
             reply.model,
             reply.to_json(),
@@ -501,16 +526,6 @@ class Runner:
             model,
         )
         return int(count or 0)
-
-    @staticmethod
-    async def _next_attempt_row(tx: Connection, task_id: str, step: int) -> int:
-        value = await tx.fetchval(
-            "SELECT coalesce(max(attempt), 0) + 1 FROM model_calls WHERE task_id = $1"
-            " AND step = $2",
-            task_id,
-            step,
-        )
-        return int(value)
 
     async def _failed_call(self, task: Task, step: int, attempt: int, exc: ModelError) -> None:
         settings = self._settings
@@ -547,10 +562,10 @@ class Runner:
     async def _insert_failure(self, tx: Connection, task: Task, step: int, exc: ModelError) -> None:
         await tx.execute(
             "INSERT INTO model_calls (task_id, step, attempt, provider, model, error,"
-            " error_kind, usage_id) VALUES ($1, $2, $3, $4, $5, $6, $7, '')",
+            " error_kind, usage_id) SELECT $1, $2, coalesce(max(attempt), 0) + 1, $3, $4, $5,"
+            " $6, '' FROM model_calls WHERE task_id = $1 AND step = $2",
             task.task_id,
             step,
-            await self._next_attempt_row(tx, task.task_id, step),
             exc.provider,
             exc.model,
             str(exc)[:4000],
@@ -637,7 +652,8 @@ class Runner:
 
     # -- the conversation ------------------------------------------------------------
 
-    async def _conversation(self, task: Task) -> list[Message]:
+    @staticmethod
+    async def _conversation(conn: Connection, task: Task) -> list[Message]:
         """The messages so far, rebuilt from the checkpoints."""
         definition = task.definition
         assert definition is not None
@@ -649,17 +665,15 @@ class Runner:
         if system:
             messages.append(Message(role="system", content=system))
         messages.append(Message(role="user", content=task.input))
-        replies, results = await asyncio.gather(
-            self._database.fetch(
-                "SELECT step, reply FROM model_calls WHERE task_id = $1 AND reply IS NOT NULL"
-                " ORDER BY step",
-                task.task_id,
-            ),
-            self._database.fetch(
-                "SELECT step, idx, call_id, result FROM tool_calls WHERE task_id = $1"
-                " ORDER BY step, idx",
-                task.task_id,
-            ),
+        replies = await conn.fetch(
+            "SELECT step, reply FROM model_calls WHERE task_id = $1 AND reply IS NOT NULL"
+            " ORDER BY step",
+            task.task_id,
+        )
+        results = await conn.fetch(
+            "SELECT step, idx, call_id, result FROM tool_calls WHERE task_id = $1"
+            " ORDER BY step, idx",
+            task.task_id,
         )
         by_step: dict[int, list[Any]] = {}
         for row in results:

@@ -105,11 +105,11 @@ class ToolCalls:
             and REMEMBER_TOOL not in definition.tools
         )
 
-    async def specs(self, task: Task) -> list[ToolSpec]:
+    async def specs(self, conn: Connection, task: Task) -> list[ToolSpec]:
         """The tools the task's model may call, as the gateway describes them."""
         definition = task.definition
         assert definition is not None
-        known = await self._catalogue(definition.tools)
+        known = await _catalogue(conn, definition.tools)
         specs = [
             ToolSpec(
                 name=name,
@@ -138,14 +138,6 @@ class ToolCalls:
                 )
             )
         return specs
-
-    async def _catalogue(self, names: list[str]) -> dict[str, dict[str, Any]]:
-        if not names:
-            return {}
-        rows = await self._database.fetch(
-            "SELECT name, spec FROM tools WHERE name = ANY($1::text[])", names
-        )
-        return {row["name"]: json.loads(row["spec"]) for row in rows}
 
     @staticmethod
     def problems(offered: list[ToolSpec], reply: ModelReply) -> dict[str, str]:
@@ -373,6 +365,13 @@ class ToolCalls:
             )
         elif event.type == "removed":
             await tx.execute("DELETE FROM tools WHERE name = $1", event.name)
+
+
+async def _catalogue(conn: Connection, names: list[str]) -> dict[str, dict[str, Any]]:
+    if not names:
+        return {}
+    rows = await conn.fetch("SELECT name, spec FROM tools WHERE name = ANY($1::text[])", names)
+    return {row["name"]: json.loads(row["spec"]) for row in rows}
 
 
 def _result(event: ToolCallEvent) -> dict[str, Any]:

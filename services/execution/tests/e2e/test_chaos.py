@@ -18,7 +18,7 @@ import pytest
 from mainstay_execution.testing.fake_models import ToolLoopResponder
 
 if TYPE_CHECKING:
-    from mainstay_execution.testing.mesh import ExecutionProcess, FullMesh
+    from mainstay_execution.testing.mesh import FullMesh, ServiceProcess
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(600)]
 
@@ -36,9 +36,7 @@ async def recorded_steps(mesh: FullMesh, tasks: list[str]) -> int:
     return int(rows[0]["n"])
 
 
-async def kill_after(
-    mesh: FullMesh, process: ExecutionProcess, tasks: list[str], steps: int
-) -> int:
+async def kill_after(mesh: FullMesh, process: ServiceProcess, tasks: list[str], steps: int) -> int:
     """SIGKILL ``process`` once the batch has recorded ``steps`` steps; how many it had."""
     for _ in range(1200):
         done = await recorded_steps(mesh, tasks)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -195,6 +196,7 @@ class Bus(Resource):
             title=f"{group}",
             description=spec.description or None,
         )
+        _poll_without_pause(subscriber)
         subscriber(on_batch)
         self._subscribers[group] = subscriber
 
@@ -400,6 +402,27 @@ class Bus(Resource):
             if producer is not None:
                 await producer.stop()  # flushes what is still buffered
             self._started = False
+
+
+def _poll_without_pause(subscriber: Any) -> None:
+    """Make a FastStream batch subscriber poll again at once after an empty poll.
+
+    FastStream sleeps ``batch_timeout_ms`` after a poll that found nothing, on top
+    of the poll's own wait for records, so a record arriving during that sleep
+    waited up to ``poll_timeout_ms`` more on every hop. The poll itself waits
+    for records, so nothing spins.
+    """
+    for name in ("get_msg", "batch_timeout_ms", "max_records"):
+        if not hasattr(subscriber, name):
+            raise RuntimeError(f"FastStream's batch subscriber has no {name!r}; check the pin")
+
+    async def get_msg(consumer: Any) -> tuple[Any, ...]:
+        records = await consumer.getmany(
+            timeout_ms=subscriber.batch_timeout_ms, max_records=subscriber.max_records
+        )
+        return tuple(itertools.chain.from_iterable(records.values()))
+
+    subscriber.get_msg = get_msg
 
 
 async def _lenient_parser(message: Any, original_parser: Callable[[Any], Awaitable[Any]]) -> Any:

@@ -150,6 +150,10 @@ class OutboxRelay(Resource):
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the batch is read, not after: a notice of rows committed
+            # while this batch is out must bring the relay straight back, not be lost
+            # until the next poll.
+            self._wake.clear()
             try:
                 sent = await self.relay_once()
             except asyncio.CancelledError:
@@ -160,7 +164,6 @@ class OutboxRelay(Resource):
                 continue
             if sent == self._batch_size:
                 continue  # more may be waiting
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
 

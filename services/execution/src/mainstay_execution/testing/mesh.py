@@ -73,8 +73,8 @@ if TYPE_CHECKING:
 __all__ = [
     "HUMAN",
     "MODEL_PRICES",
-    "ExecutionProcess",
     "FullMesh",
+    "ServiceProcess",
     "running_mesh",
     "settings_environment",
 ]
@@ -99,9 +99,10 @@ _FAST_RETRY = RetrySettings(tier_delays_s=[0.2, 0.4, 0.6], blocking_backoff_s=0.
 
 
 @dataclass
-class ExecutionProcess:
-    """One ``python -m mainstay_execution`` process, ready when it is handed out."""
+class ServiceProcess:
+    """One service run as ``python -m <module>``, ready when it is handed out."""
 
+    name: str
     process: asyncio.subprocess.Process
     url: str
     """Its HTTP address (``/readyz``, ``/metrics``)."""
@@ -143,7 +144,7 @@ class FullMesh:
     bus: Bus
     ledger: LedgerApp
     memory: MemoryApp
-    gateway: ToolsGatewayApp
+    gateway_url: str
     supervisor: SupervisorApp
     ledger_dsn: str
     execution_dsn: str
@@ -151,7 +152,7 @@ class FullMesh:
     """Client secrets of the tenant's principals, by name."""
     http: httpx.AsyncClient
     apps: list[ExecutionApp] = field(default_factory=list)
-    processes: list[ExecutionProcess] = field(default_factory=list)
+    processes: list[ServiceProcess] = field(default_factory=list)
     _submitter_scopes: set[str] = field(default_factory=set)
     _agents: set[str] = field(default_factory=set)
 
@@ -164,10 +165,6 @@ class FullMesh:
     @property
     def ledger_url(self) -> str:
         return f"http://127.0.0.1:{self.ledger.http_port}"
-
-    @property
-    def gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway.http_port}"
 
     @property
     def supervisor_url(self) -> str:
@@ -400,7 +397,9 @@ class FullMesh:
     @property
     def running(self) -> bool:
         """Whether an execution instance (in-process or a process) runs."""
-        return bool(self.apps) or any(p.returncode is None for p in self.processes)
+        return bool(self.apps) or any(
+            p.returncode is None for p in self.processes if p.name == "execution"
+        )
 
     def execution_settings(self, **overrides: Any) -> ExecutionSettings:
         """An instance's settings: every service of the mesh, fast timings, no heartbeats."""
@@ -438,32 +437,16 @@ class FullMesh:
     @contextlib.asynccontextmanager
     async def execution_process(
         self, env: Mapping[str, str] | None = None, ready_s: float = 120, **overrides: Any
-    ) -> AsyncIterator[ExecutionProcess]:
+    ) -> AsyncIterator[ServiceProcess]:
         """``python -m mainstay_execution`` with the settings of :meth:`execution` as its
         environment (plus ``env``), once ``/readyz`` answers 200; stopped (SIGTERM) at the
         end unless it was killed."""
         port = _free_port()
         settings = self.execution_settings(**{**overrides, "http_port": port})
-        environment = {
-            **{
-                k: v for k, v in os.environ.items() if not k.startswith(("MAINSTAY_", "EXECUTION_"))
-            },
-            **settings_environment(settings),
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        }
-        log = self.home / f"execution-{len(self.processes) + 1}.log"
-        with log.open("wb") as out:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "mainstay_execution",
-                env=environment,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        instance = ExecutionProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
+        count = sum(p.name == "execution" for p in self.processes)
+        instance = await start_process(
+            "execution", settings, port, self.home / f"execution-{count + 1}.log", env
+        )
         self.processes.append(instance)
         try:
             await _wait_ready(instance, ready_s)
@@ -515,9 +498,13 @@ class FullMesh:
 
 @contextlib.asynccontextmanager
 async def running_mesh(
-    kafka_bootstrap: str, postgres_dsn: str, home: Path
+    kafka_bootstrap: str, postgres_dsn: str, home: Path, *, gateway_process: bool = False
 ) -> AsyncIterator[FullMesh]:
-    """Every service of the mesh but execution, on loopback; see the module docstring."""
+    """Every service of the mesh but execution, on loopback; see the module docstring.
+
+    ``gateway_process``: the tools gateway runs as ``python -m mainstay_tools_gateway``
+    rather than in this process (a benchmark's steps then do not share its event loop).
+    """
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     kafka = KafkaSettings(
         bootstrap=kafka_bootstrap,
@@ -581,16 +568,25 @@ async def running_mesh(
                 )
             )
         )
-        gateway = await stack.enter_async_context(
-            ToolsGatewayApp(
-                ToolsGatewaySettings(
-                    **common,
-                    postgres=PostgresSettings(dsn=await database("tools_e2e")),
-                    vault_keys=[Vault.generate_key()],
-                    breaker=BreakerSettings(failure_threshold=5, open_s=1.0),
-                )
-            )
+        gateway_port = _free_port() if gateway_process else 0
+        gateway_settings = ToolsGatewaySettings(
+            **{**common, "http_port": gateway_port},
+            postgres=PostgresSettings(dsn=await database("tools_e2e")),
+            vault_keys=[Vault.generate_key()],
+            breaker=BreakerSettings(failure_threshold=5, open_s=1.0),
         )
+        processes: list[ServiceProcess] = []
+        if gateway_process:
+            gateway = await start_process(
+                "tools-gateway", gateway_settings, gateway_port, home / "tools-gateway.log"
+            )
+            processes.append(gateway)
+            stack.push_async_callback(gateway.stop)
+            await _wait_ready(gateway, 120)
+            gateway_url = gateway.url
+        else:
+            app = await stack.enter_async_context(ToolsGatewayApp(gateway_settings))
+            gateway_url = f"http://127.0.0.1:{app.http_port}"
         supervisor = await stack.enter_async_context(
             SupervisorApp(
                 SupervisorSettings(
@@ -612,12 +608,13 @@ async def running_mesh(
             bus=bus,
             ledger=ledger,
             memory=memory,
-            gateway=gateway,
+            gateway_url=gateway_url,
             supervisor=supervisor,
             ledger_dsn=ledger_dsn,
             execution_dsn=await database("execution_e2e"),
             secrets=secrets,
             http=http,
+            processes=processes,
         )
         for model, prices in MODEL_PRICES.items():
             await mesh.set_price(f"model:{model}", **prices)
@@ -706,13 +703,43 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _wait_ready(instance: ExecutionProcess, ready_s: float) -> None:
+async def start_process(
+    name: str,
+    settings: BaseSettings,
+    port: int,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+) -> ServiceProcess:
+    """``python -m mainstay_<name>`` with ``settings`` (its HTTP port ``port``) as its
+    environment, the caller's own ``MAINSTAY_*`` and service variables left out."""
+    module = f"mainstay_{name.replace('-', '_')}"
+    own = str(settings.model_config.get("env_prefix", ""))
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MAINSTAY_", own))},
+        **settings_environment(settings),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            env=environment,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    return ServiceProcess(name=name, process=process, url=f"http://127.0.0.1:{port}", log=log)
+
+
+async def _wait_ready(instance: ServiceProcess, ready_s: float) -> None:
     deadline = asyncio.get_running_loop().time() + ready_s
     async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
         while asyncio.get_running_loop().time() < deadline:
             if instance.returncode is not None:
                 raise AssertionError(
-                    f"execution exited with {instance.returncode}:\n{instance.log_tail()}"
+                    f"{instance.name} exited with {instance.returncode}:\n{instance.log_tail()}"
                 )
             with contextlib.suppress(httpx.TransportError):
                 if (await client.get(f"{instance.url}/readyz")).status_code == 200:
