@@ -50,7 +50,7 @@ typecheck:
     #!/usr/bin/env bash
     set -euo pipefail
     shopt -s nullglob
-    .venv/bin/mypy libs/common/src libs/contracts/src services/*/src bench
+    .venv/bin/mypy libs/common/src libs/contracts/src libs/client/src services/*/src bench
 
 # regenerate schemas, topics.yaml, AsyncAPI documents and protobuf code
 gen:

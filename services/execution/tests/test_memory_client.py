@@ -4,7 +4,6 @@ and against an address where nothing listens."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,11 +16,8 @@ from mainstay.memory.v1 import memory_pb2_grpc
 from mainstay_common.auth import TokenSigner
 from mainstay_common.devstack import free_port
 from mainstay_common.grpc import create_channel
-from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings, RetrySettings
-from mainstay_common.testing import temporary_database
 from mainstay_execution.memory import MemoryClient, MemoryUnavailable
-from mainstay_memory.app import MemoryApp
-from mainstay_memory.settings import CurationSettings, MemorySettings
+from mainstay_memory.testing import running_memory
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -51,33 +47,16 @@ async def memory(
     kafka_bootstrap: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Memory]:
     home = tmp_path_factory.mktemp("memory-client")
-    signer = TokenSigner.generate()
-    (home / "jwks.json").write_text(json.dumps(signer.jwks()))
-    async with temporary_database(postgres_dsn, prefix="memory_test") as dsn:
-        settings = MemorySettings(
-            grpc_port=0,
-            http_port=0,
-            shutdown_grace_s=2.0,
-            kafka=KafkaSettings(
-                bootstrap=kafka_bootstrap,
-                topic_prefix=f"m{uuid.uuid4().hex[:8]}.",
-                session_timeout_ms=2000,
-                heartbeat_interval_ms=300,
-            ),
-            postgres=PostgresSettings(dsn=dsn),
-            retry=RetrySettings(tier_delays_s=[0.2, 0.4, 0.6]),
-            auth=AuthSettings(jwks_file=str(home / "jwks.json")),
-            curation=CurationSettings(sweep_interval_s=0.2),
-        )
-        async with MemoryApp(settings) as app:
-            target = f"127.0.0.1:{app.grpc_port}"
-            channel = create_channel(target)
-            try:
-                yield Memory(
-                    target=target, signer=signer, stub=memory_pb2_grpc.MemoryServiceStub(channel)
-                )
-            finally:
-                await channel.close()
+    async with running_memory(kafka_bootstrap, postgres_dsn, home) as running:
+        channel = create_channel(running.target)
+        try:
+            yield Memory(
+                target=running.target,
+                signer=running.signer,
+                stub=memory_pb2_grpc.MemoryServiceStub(channel),
+            )
+        finally:
+            await channel.close()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
