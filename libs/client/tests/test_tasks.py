@@ -11,29 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import pytest_asyncio
 
 from mainstay_client import ClientError, ClientSettings, Mainstay, MainstaySync
 from mainstay_common.settings import KafkaSettings
 from mainstay_execution.testing.fake_models import Reply, Stall
-from mainstay_execution.testing.mesh import FullMesh, running_mesh
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from .conftest import FullMesh
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def mesh(
-    kafka_bootstrap: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[FullMesh]:
-    home = tmp_path_factory.mktemp("client-mesh")
-    async with running_mesh(kafka_bootstrap, postgres_dsn, home) as full, full.execution():
-        await full.register_agent("writer", memory={"recall": False, "remember": []})
-        yield full
 
 
 async def settings(mesh: FullMesh) -> ClientSettings:

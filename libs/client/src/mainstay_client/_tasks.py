@@ -260,6 +260,31 @@ class TaskHandle:
         finally:
             await consumer.stop()
 
+    async def history(self) -> list[TaskEvent]:
+        """The task's events published so far (from where the handle starts), without
+        waiting for more."""
+        client = self._client
+        consumer = client.consumer()
+        tp = TopicPartition(client.events_topic, self._partition)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            if self._start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, self._start)
+            found: list[TaskEvent] = []
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=_POLL_MS)
+                for record in batch.get(tp, []):
+                    event = _task_event(record.value)
+                    if event is not None and event.task_id == self.task_id:
+                        found.append(event)
+            return found
+        finally:
+            await consumer.stop()
+
     async def wait(self, timeout_s: float | None = None) -> TaskEvent:
         """The event that ended the task: ``task.completed`` (with the answer and the cost),
         ``task.failed`` (with the reason) or ``task.cancelled``."""

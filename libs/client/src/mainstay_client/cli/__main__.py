@@ -1,0 +1,3 @@
+from mainstay_client.cli import main
+
+main()
