@@ -32,8 +32,12 @@ crosses Kafka twice (command, result) and commits several transactions, so
 ``breakdown_ms_p50`` splits a step by the timestamps of its events, of the
 model's requests, of the command and result records and of the gateway's result
 (``completed_at``, ``latency_ms``). On the embedded broker a
-fetch waits its full ``fetch_max_wait_ms`` (100) when there is nothing to read,
-which dominates both sides. A final round runs ``--concurrent`` tasks at once
+fetch is answered on the broker's own clock rather than when data arrives, so
+a hop costs up to about half of ``fetch_max_wait_ms`` (100) depending on where in
+that cycle its record lands, which dominates both sides; each task and each
+baseline round trip starts after a random pause so that neither side stays
+locked onto one phase of the cycle for a whole run (a task's own steps still
+follow each other at once, as they do in service). A final round runs ``--concurrent`` tasks at once
 (reported, not part of the ratio). The last line printed is one JSON object.
 """
 
@@ -43,6 +47,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import statistics
 import time
 import uuid
@@ -236,6 +241,7 @@ async def run_tasks(
     wait_s = 60 + steps * 5.0
 
     async def one(task_id: str) -> Observed:
+        await _decorrelate()
         await fm.submit(task_id, AGENT, prompt(task_id), token=token)
         if not await observer.ended(task_id, wait_s):
             raise RuntimeError(f"task {task_id} did not end within {wait_s:.0f}s")
@@ -295,7 +301,10 @@ async def measure(
     per_task_ms: list[float] = []
     measured: list[Observed] = []
     for round_number in range(1, args.rounds + 1):
-        base = [await baseline.once() for _ in range(args.baseline_per_round)]
+        base = []
+        for _ in range(args.baseline_per_round):
+            await _decorrelate()
+            base.append(await baseline.once())
         seen = await run_tasks(fm, observer, args.tasks_per_round, args.steps, at_once=False)
         steps = [ms for task in seen for ms in step_intervals(task)]
         base_ms += base
@@ -346,11 +355,22 @@ async def measure(
     }
 
 
+async def _decorrelate() -> None:
+    """A random pause before each task and each baseline round trip.
+
+    The embedded broker answers a waiting fetch on its own clock, not when data
+    arrives, so a hop's latency depends on when in that cycle its record lands.
+    Back-to-back round trips (and a task's back-to-back steps) can lock onto one
+    phase of the cycle for a whole run; a random start spreads both sides over it.
+    """
+    await asyncio.sleep(random.uniform(0, 0.1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--steps", type=int, default=20, help="model calls per task (>= 2)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each side")
-    parser.add_argument("--tasks-per-round", type=int, default=3, help="sequential tasks a round")
+    parser.add_argument("--tasks-per-round", type=int, default=6, help="sequential tasks a round")
     parser.add_argument(
         "--baseline-per-round", type=int, default=40, help="baseline round trips a round"
     )
