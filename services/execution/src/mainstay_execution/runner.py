@@ -374,7 +374,8 @@ class Runner:
     # -- tools ---------------------------------------------------------------------
 
     async def _tool_results(self, task: Task, now: datetime) -> Outcome:
-        """Wait for the last step's tool results; False once they are all in."""
+        """Re-send or give up the last step's due tool calls, or wait for their results;
+        GO_ON once they are all in."""
         progress = await self._tools.progress(task.task_id, task.steps, now)
         if progress.resend or progress.give_up:
             async with self._leases.fenced(task.partition) as tx:

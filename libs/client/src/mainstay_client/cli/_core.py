@@ -33,6 +33,7 @@ __all__ = [
     "run",
     "segment",
     "show",
+    "supervisor_api",
 ]
 
 T = TypeVar("T")
@@ -65,6 +66,12 @@ def load_settings() -> CliSettings:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"
         fail(f"bad settings in the environment: {first['msg']} ({where})")
+
+
+def supervisor_api() -> tuple[CliSettings, Service]:
+    """The settings, and the supervisor's API with them."""
+    loaded = load_settings()
+    return loaded, Service(loaded, "supervisor", loaded.supervisor_url)
 
 
 def segment(value: str) -> str:

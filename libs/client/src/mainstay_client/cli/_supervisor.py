@@ -18,15 +18,13 @@ import typer
 from rich.markup import escape
 
 from mainstay_client.cli._core import (
-    CliSettings,
     JsonOption,
-    Service,
     fail,
-    load_settings,
     out,
     run,
     segment,
     show,
+    supervisor_api,
 )
 
 __all__ = ["agents", "dlq", "fleet"]
@@ -59,11 +57,6 @@ PartitionOption = Annotated[
 OffsetOption = Annotated[int | None, typer.Option("--offset", min=0, help="The letter's offset.")]
 
 
-def _supervisor() -> tuple[CliSettings, Service]:
-    loaded = load_settings()
-    return loaded, Service(loaded, "supervisor", loaded.supervisor_url)
-
-
 # -- agents ------------------------------------------------------------------------------
 
 
@@ -87,7 +80,7 @@ def register_agent(
     definition = _read_definition(file)
 
     async def go() -> None:
-        settings, supervisor = _supervisor()
+        settings, supervisor = supervisor_api()
         record = await supervisor.call(
             "PUT",
             f"/v1/tenants/{segment(settings.tenant_or(tenant))}/agents/{segment(name)}",
@@ -106,7 +99,7 @@ def list_agents(tenant: TenantOption = None, as_json: JsonOption = False) -> Non
     """The tenant's agents, each at its latest version."""
 
     async def go() -> None:
-        settings, supervisor = _supervisor()
+        settings, supervisor = supervisor_api()
         answer = await supervisor.call(
             "GET", f"/v1/tenants/{segment(settings.tenant_or(tenant))}/agents"
         )
@@ -143,7 +136,7 @@ def show_agent(
     """One agent: its state and its definition, at its latest version or at --version."""
 
     async def go() -> None:
-        settings, supervisor = _supervisor()
+        settings, supervisor = supervisor_api()
         path = f"/v1/tenants/{segment(settings.tenant_or(tenant))}/agents/{segment(name)}"
         record = await supervisor.call(
             "GET", path if version is None else f"{path}/versions/{version}"
@@ -239,7 +232,7 @@ def list_dlqs(as_json: JsonOption = False) -> None:
     """Every DLQ of the mesh with its letters: total, pending, replayed, purged."""
 
     async def go() -> None:
-        _, supervisor = _supervisor()
+        _, supervisor = supervisor_api()
         answer = await supervisor.call("GET", "/v1/dlq")
         if as_json:
             show(answer, as_json=True)
@@ -273,7 +266,7 @@ def show_letters(
     letter = _letter(partition, offset)
 
     async def go() -> None:
-        _, supervisor = _supervisor()
+        _, supervisor = supervisor_api()
         base = f"/v1/dlq/{segment(topic)}"
         if letter is not None:
             detail = await supervisor.call("GET", f"{base}/letters/{letter[0]}/{letter[1]}")
@@ -328,7 +321,7 @@ def replay(
     path = _action_path(topic, "replay", _letter(partition, offset), every=every)
 
     async def go() -> None:
-        _, supervisor = _supervisor()
+        _, supervisor = supervisor_api()
         answer = await supervisor.call("POST", path, json_body={"reason": reason})
         show(answer, as_json=as_json, title="replayed")
 
@@ -360,7 +353,7 @@ def purge(
         fail("purging needs --reason: the audit records why letters were dropped")
 
     async def go() -> None:
-        _, supervisor = _supervisor()
+        _, supervisor = supervisor_api()
         answer = await supervisor.call("POST", path, json_body={"reason": reason})
         show(answer, as_json=as_json, title="purged")
 
@@ -402,7 +395,7 @@ def status(as_json: JsonOption = False) -> None:
     rates, the DLQs holding messages, and the replicas recommended per service."""
 
     async def go() -> None:
-        _, supervisor = _supervisor()
+        _, supervisor = supervisor_api()
         view = await supervisor.call("GET", "/fleet")
         if as_json:
             show(view, as_json=True)

@@ -12,12 +12,13 @@ from rich.markup import escape
 
 from mainstay_client.cli._core import (
     JsonOption,
-    Service,
     fail,
     load_settings,
     out,
     run,
+    segment,
     show,
+    supervisor_api,
 )
 
 if TYPE_CHECKING:
@@ -109,11 +110,10 @@ def list_tasks(
     """The tenant's tasks as the supervisor follows them, latest first."""
 
     async def go() -> None:
-        settings = load_settings()
-        supervisor = Service(settings, "supervisor", settings.supervisor_url)
-        answer = await supervisor.call(
+        settings, api = supervisor_api()
+        answer = await api.call(
             "GET",
-            f"/v1/tenants/{settings.tenant_or(tenant)}/tasks",
+            f"/v1/tenants/{segment(settings.tenant_or(tenant))}/tasks",
             params={"state": state, "limit": limit},
         )
         show(answer["tasks"], as_json=as_json, title="tasks")
