@@ -59,6 +59,19 @@ async def mesh(
 
 async def run_out(ledgers: Ledgers, tenant: str, task: str) -> dict[str, Any]:
     """Open a 1_000 hold with alice as approver, spend 1_400, and return the request event."""
+    await spend_past_the_hold(ledgers, tenant, task)
+    requested = await ledgers.events(
+        1, lambda e: e["task_id"] == task and e["type"] == "hold.extension-requested"
+    )
+    assert requested, (
+        f"no extension was asked for: {await ledgers.hold(tenant, task)}"
+        f" {await ledgers.events(10, lambda e: e['task_id'] == task, wait_s=2)}"
+    )
+    return requested[0]
+
+
+async def spend_past_the_hold(ledgers: Ledgers, tenant: str, task: str) -> None:
+    """Open a 1_000 hold with alice as approver and spend 1_400 of it."""
     await ledgers.send(
         OPEN_HOLD,
         OpenHoldCommand(
@@ -74,14 +87,6 @@ async def run_out(ledgers: Ledgers, tenant: str, task: str) -> dict[str, Any]:
     await ledgers.task_events(task, "hold.opened")
     for _ in range(2):
         await ledgers.send(RECORD_USAGE, search(tenant, task))
-    requested = await ledgers.events(
-        1, lambda e: e["task_id"] == task and e["type"] == "hold.extension-requested"
-    )
-    assert requested, (
-        f"no extension was asked for: {await ledgers.hold(tenant, task)}"
-        f" {await ledgers.events(10, lambda e: e['task_id'] == task, wait_s=2)}"
-    )
-    return requested[0]
 
 
 def search(tenant: str, task: str) -> RecordUsageCommand:
@@ -173,10 +178,45 @@ async def test_a_denied_extension_is_announced_with_who_and_why(
         await ledgers.check_invariants()
 
 
+async def test_a_request_sent_late_still_gives_the_approvers_their_whole_time(
+    kafka_bootstrap: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    # The sweep that sends requests runs only when called here: the request goes
+    # out after the deadline it was recorded with has passed (a ledger that was
+    # down, a slow sweep). Counted from the recording, identity would refuse it.
+    async with mesh(
+        kafka_bootstrap, postgres_dsn, tmp_path, approval_timeout_s=2, sweep_interval_s=60
+    ) as (identity, ledgers, tenant, alice):
+        await spend_past_the_hold(ledgers, tenant, "t-slow")
+        recorded = await ledgers.wait_hold(tenant, "t-slow", lambda h: h["approval_id"] is not None)
+        assert not recorded["approval_sent"]
+        await asyncio.sleep(2.5)
+        ledger = ledgers.apps[0].ledger
+        assert ledger is not None
+        assert await ledger.sweep() == 1
+        sent = await ledgers.hold(tenant, "t-slow")
+        assert sent is not None
+        assert sent["approval_sent"]
+        assert sent["approval_deadline"] > datetime.now(UTC)
+        await inbox_message(identity, alice, recorded["approval_id"])
+        decided = await identity.http.post(
+            f"/v1/approvals/{recorded['approval_id']}/decision",
+            json={"decision": "approve"},
+            headers=alice,
+        )
+        assert decided.status_code == 201, decided.text
+        extended = await ledgers.events(
+            1, lambda e: e["task_id"] == "t-slow" and e["type"] == "hold.extended"
+        )
+        assert extended[0]["hold"]["cap"] == 3_000
+
+
 async def test_an_unanswered_extension_is_denied_at_its_deadline(
     kafka_bootstrap: str, postgres_dsn: str, tmp_path: Path
 ) -> None:
-    async with mesh(kafka_bootstrap, postgres_dsn, tmp_path, approval_timeout_s=1) as (
+    # The deadline runs from the request's sending: long enough for the request to
+    # reach identity on a loaded machine, short enough to wait for.
+    async with mesh(kafka_bootstrap, postgres_dsn, tmp_path, approval_timeout_s=3) as (
         identity,
         ledgers,
         tenant,

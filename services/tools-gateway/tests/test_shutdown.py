@@ -34,6 +34,10 @@ async def test_rows_behind_answers_are_written_before_the_gateway_stops(
         postgres_dsn=postgres_dsn,
         jwks=tmp_path / "jwks.json",
         vault_key=Vault.generate_key(),
+        # The default grace: stopping waits only as long as the rows take, and a
+        # loaded machine may need more than the other tests' short grace once the
+        # table is free again.
+        shutdown_grace_s=20.0,
     )
     tenant = f"tenant-{uuid.uuid4().hex[:8]}"
     token = signer.mint(subject="agent", tenant=tenant, scopes=["tools:call:calculator"])

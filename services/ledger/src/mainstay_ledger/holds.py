@@ -534,7 +534,11 @@ class Ledger:
         approvers: list[str],
         reason: str,
     ) -> asyncpg.Record:
-        """Record an extension request; the sweep sends it to the approvers."""
+        """Record an extension request; the sweep sends it to the approvers.
+
+        The deadline set here stands only while the request is unsent (so one that
+        never goes out is still given up on); sending restarts it.
+        """
         approval_id = _approval_id(hold["tenant"], hold["task_id"])
         deadline = datetime.now(UTC) + timedelta(seconds=self._settings.approval_timeout_s)
         return await self._update(
@@ -796,8 +800,15 @@ class Ledger:
                         None,
                     )
                     continue
+                # The approvers' time runs from now: a request sent late (the ledger
+                # was down, the sweep was slow) still reaches them before its deadline.
+                hold = await self._update(
+                    conn,
+                    hold,
+                    "approval_sent = true, approval_deadline = $3",
+                    datetime.now(UTC) + timedelta(seconds=self._settings.approval_timeout_s),
+                )
                 await self._emit(conn, self._request_mail(hold, token))
-                hold = await self._update(conn, hold, "approval_sent = true")
                 await self._emit(
                     conn,
                     self._event(

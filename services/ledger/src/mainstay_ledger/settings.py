@@ -50,8 +50,8 @@ class LedgerSettings(ServiceSettings):
     approval_timeout_s: int = Field(
         default=3600,
         ge=1,
-        description="How long a human has to answer an extension request; unanswered, it is"
-        " denied.",
+        description="How long a human has to answer an extension request, counted from its"
+        " sending; unanswered, it is denied.",
     )
     identity_url: str = Field(
         default="http://127.0.0.1:8103",
