@@ -161,6 +161,25 @@ async def test_a_second_up_starts_nothing_new(running: Running) -> None:
     assert any(event.startswith("broker: already running") for event in running.events)
 
 
+async def test_a_killed_service_is_gone_and_up_starts_it_again(running: Running) -> None:
+    # What `./dev demo` does to the execution service mid-batch.
+    home = running.stack.home
+    before = load_record(home.pid_file("fake-svc"))
+    assert before is not None
+
+    assert await running.stack.kill("fake-svc") == before.pid
+
+    assert live_process(before) is None
+    assert _by_name(await running.stack.status())["fake-svc"].state != "up"
+    assert await running.stack.kill("fake-svc") is None  # nothing left to kill
+    await running.stack.up()
+    after = load_record(home.pid_file("fake-svc"))
+    assert after is not None
+    assert after.pid != before.pid
+    assert live_process(after) is not None
+    assert _by_name(await running.stack.status())["fake-svc"].state == "up"
+
+
 async def test_a_lost_postgres_record_is_recovered_not_restarted(running: Running) -> None:
     pid_file = running.stack.home.pid_file(POSTGRES)
     before = load_record(pid_file)

@@ -1,20 +1,29 @@
-"""The execution part of ``./dev demo``: one agent task through the whole running mesh.
+"""The workload of ``./dev demo``: two agents, a batch of tasks, faults on purpose, a summary.
 
-Real model providers cannot be reached from the development machines, so the
-demo serves the agent's two models itself for its duration: a
-:class:`~mainstay_execution.testing.fake_models.FakeModelServer` on loopback
-answers as ``primary`` (OpenAI API) and ``backup`` (Anthropic API). Everything
-else is the running stack: with the admin token of ``./dev up`` the demo
-registers a builtin tool with the tools gateway, prices the two models in the
-ledger, registers an agent with the supervisor and gets a submitter token from
-the identity service; then it publishes ``execution.cmd.submit-task.v1`` and
-follows the task on ``execution.evt.task.v1``, one line per transition.
+Everything but the models is the running mesh: with the admin token of
+``./dev up`` the demo registers three tools with the tools gateway (the builtin
+calculator, a flaky HTTP lookup, a hand-off tool), two agents with the
+supervisor (see :mod:`mainstay_execution._demo_world`), a human approver and a
+submitter with identity, prices in the ledger, and two facts in memory, the
+second superseding the first. It then submits a batch over Kafka and follows
+every task on ``execution.evt.task.v1`` while the faults happen:
 
-The models are scripted so the task has to heal itself on the way: the
-primary fails once with a 500 (retried with backoff), then asks for the
-calculator; on the next step it is overloaded (503) and the task falls back to
-the backup, which writes a memory and answers with the calculator's result.
-The cost cap makes the ledger hold the budget and charge every model call.
+- the primary model has a hiccup (a 500, retried), then an outage (503s: the
+  tasks fall back to the backup model);
+- the lookup tool fails twice (the task retries the call; the tool's server
+  counts one side effect per step);
+- one task's budget runs out: the ledger asks the human, who approves it
+  through identity's inbox API, and the task goes on;
+- the execution service is killed with SIGKILL mid-batch and started again:
+  its tasks resume from their checkpoints.
+
+It ends with a summary table (tasks completed, retries, fallbacks,
+escalations, dead letters, cost per successful task). Real model providers
+cannot be reached from the machines this was built on, so by default the
+models are a local scripted server speaking the OpenAI-compatible API, and the
+demo says so; with ``MAINSTAY_MODEL_BASE_URL`` (and ``MAINSTAY_MODEL_API_KEY``,
+``MAINSTAY_MODEL_NAME``) set the agents use that endpoint instead, and no
+model fault is scripted.
 """
 
 from __future__ import annotations
@@ -22,15 +31,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.markup import escape
+from rich.table import Table
 
 from mainstay_common.bus import Bus
 from mainstay_common.settings import KafkaSettings
@@ -40,132 +50,382 @@ from mainstay_contracts.execution import (
     TASK_EVENTS,
     SubmitTaskCommand,
 )
-from mainstay_execution.testing.fake_models import (
-    CallTool,
-    FakeModelServer,
-    FakeRequest,
-    HttpFailure,
-    Reply,
-    ToolLoopResponder,
+from mainstay_execution._demo_world import (
+    BACKUP,
+    CALCULATOR,
+    HAND_OFF,
+    HUMAN,
+    LOOKUP,
+    PRIMARY,
+    SUBMITTER,
+    DemoProblem,
+    HandOffs,
+    ModelEndpoint,
+    Planner,
+    Role,
+    agent_definitions,
+    batch_deadline,
+    check,
+    dead_letter_total,
+    price_models,
+    principal_token,
+    seed_memory,
+    since,
+    tool_specs,
 )
-from mainstay_execution.toolcalls import REMEMBER_TOOL
+from mainstay_execution.testing.fake_models import FakeModelServer, HttpFailure
+from mainstay_execution.testing.toolserver import ToolServer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
     from pathlib import Path
 
     from rich.console import Console
 
-__all__ = ["ExecutionDemoReport", "run_execution_demo"]
+__all__ = ["COST_LABEL", "ExecutionDemoReport", "ExecutionFaults", "run_execution_demo"]
 
-TOOL = "demo-calculator"
-"""The tool the agent uses: the gateway's builtin calculator, registered under this name."""
-EXPRESSION = "17 * 23 + 4"
-RESULT = 395
-EXPECTED_ANSWER = f"{EXPRESSION} = {RESULT}"
-"""What the backup answers once the calculator returned ``RESULT``."""
-PRIMARY = "primary"
-BACKUP = "backup"
-PRICES: dict[str, dict[str, int]] = {
-    PRIMARY: {"input_per_mtok": 2_000_000, "output_per_mtok": 8_000_000},
-    BACKUP: {"input_per_mtok": 1_000_000, "output_per_mtok": 4_000_000},
-}
-"""Micro-units per million tokens: a token of ``primary`` costs 2 in, 8 out."""
-COST_CAP_MICROS = 50_000
-SUBMITTER = "demo-submitter"
-_NO_AGENT = "agent: no agent"
+COST_LABEL = "cost per successful task"
+TOPICS = ("Q3 revenue", "customer churn", "the hiring plan")
+BUDGET_TOPIC = "the cloud bill"
+TASK_CAP_MICROS = 50_000
+BUDGET_CAP_MICROS = 300
+"""Less than one step of the budget task costs: its hold runs out after the first."""
+LOOKUP_FAILURES = 2
+CRASH_AFTER_STEPS = 6
+"""SIGKILL the execution service once this many steps completed across the batch."""
 REGISTRATION_GRACE_S = 1.0
-"""How long after registering the agent the first task is submitted (the registration
-reaches the execution service over Kafka; a task submitted before fails and is sent again)."""
+_NO_AGENT = "agent: no agent"
 
 
-class _DemoProblem(Exception):
-    """A step of the demo was refused; the message says which and why."""
+@dataclass
+class ExecutionFaults:
+    """What the demo may do to the execution service: kill it (SIGKILL; returns what was
+    killed, e.g. its pid) and start it again (returns once it answers ``/readyz``)."""
+
+    crash: Callable[[], Awaitable[str]]
+    restart: Callable[[], Awaitable[None]]
+
+
+@dataclass
+class TaskRecord:
+    task_id: str
+    agent: str = ""
+    final: dict[str, Any] | None = None
+    handed_off_by: str | None = None
+    submitted: tuple[Role, str, int] | None = None
+    """What the demo submitted it with (role, input, cap); None for a handed-off task."""
 
 
 @dataclass
 class ExecutionDemoReport:
-    agent: str = ""
-    task_id: str = ""
-    submissions: int = 0
+    real_model: bool = False
+    agents: dict[str, str] = field(default_factory=dict)
+    memory_outcomes: list[str] = field(default_factory=list)
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    batch: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-    outcome: str = ""
-    """The task's final event type, or empty when it never ended."""
-    answer: str | None = None
-    cost_micros: int | None = None
+    retries: int = 0
+    fallbacks: int = 0
+    escalations: int = 0
+    approvals: int = 0
+    killed: str = ""
+    killed_after_events: int = 0
+    """How many of :attr:`events` came before the kill."""
+    restarted_after_s: float | None = None
+    dead_letters: int | None = None
+    lookup_calls: int = 0
+    lookup_effects: dict[str, int] = field(default_factory=dict)
+    model_calls: dict[str, int] = field(default_factory=dict)
     currency: str = ""
     problem: str = ""
-    """Why the demo could not finish, when it could not."""
-    model_calls: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
+    def completed(self) -> list[TaskRecord]:
+        return [t for t in self.tasks.values() if t.final and t.final["type"] == "task.completed"]
+
+    @property
+    def hand_offs(self) -> int:
+        return sum(t.handed_off_by is not None for t in self.tasks.values())
+
+    @property
+    def cost_per_success(self) -> float | None:
+        done = self.completed
+        if not done:
+            return None
+        return sum(int(t.final.get("cost_micros") or 0) for t in done if t.final) / len(done)
+
+    @property
     def ok(self) -> bool:
-        return self.outcome == "task.completed" and self.answer == EXPECTED_ANSWER
-
-
-# -- the models -------------------------------------------------------------------------
-
-
-def _tool_output(request: FakeRequest, tool: str) -> Any:
-    """What ``tool`` answered in the conversation so far (its ``output``), if it did."""
-    calls = {
-        call.id for message in request.messages for call in message.tool_calls if call.name == tool
-    }
-    for message in request.messages:
-        if message.role == "tool" and message.tool_call_id in calls:
-            with contextlib.suppress(ValueError, AttributeError):
-                return json.loads(message.content).get("output")
-    return None
-
-
-class _Finisher:
-    """Calls each offered tool once (the calculator, ``remember``), then answers with the
-    calculator's result: the answer the demo expects only if the tool really ran."""
-
-    def __init__(self) -> None:
-        self._loop = ToolLoopResponder(
-            {
-                TOOL: {"expression": EXPRESSION},
-                REMEMBER_TOOL: {
-                    "content": f"{EXPRESSION} is {RESULT}",
-                    "kind": "fact",
-                    "subject": "demo.arithmetic",
-                },
-            }
+        every_task_done = bool(self.tasks) and len(self.completed) == len(self.tasks)
+        if self.problem or not every_task_done:
+            return False
+        if self.real_model:
+            return True
+        return (
+            self.retries > 0
+            and self.fallbacks > 0
+            and self.approvals > 0
+            and self.hand_offs >= 2 * len(TOPICS)
+            and all(count == 1 for count in self.lookup_effects.values())
+            and self.memory_outcomes == ["ADDED", "SUPERSEDED_PREVIOUS"]
         )
 
-    def __call__(self, request: FakeRequest) -> Reply:
-        reply = self._loop(request)
-        if reply.tool_calls:
-            return reply
-        text = f"{EXPRESSION} = {_tool_output(request, TOOL)}"
-        return Reply(text, input_tokens=reply.input_tokens, output_tokens=1 + len(text) // 4)
+    def summary(self) -> list[tuple[str, str]]:
+        rows = [
+            ("tasks completed", f"{len(self.completed)} of {len(self.tasks)}"),
+            ("hand-offs between the agents", str(self.hand_offs)),
+            ("retries", str(self.retries)),
+            ("fallbacks", str(self.fallbacks)),
+            ("escalations", str(self.escalations)),
+            ("budget approvals", f"{self.approvals} (answered through {HUMAN}'s inbox)"),
+        ]
+        if self.killed:
+            back = self.restarted_after_s
+            rows.append(
+                (
+                    "execution killed (SIGKILL)",
+                    f"{self.killed}; running again after {back:.0f}s"
+                    if back is not None
+                    else f"{self.killed}; not restarted",
+                )
+            )
+        steps = len(self.lookup_effects)
+        effects = sum(self.lookup_effects.values())
+        rows.append(
+            (
+                f"{LOOKUP} (flaky)",
+                f"{self.lookup_calls} calls reached it; {effects} side effects for {steps} steps",
+            )
+        )
+        rows.append(
+            ("dead letters", "unknown" if self.dead_letters is None else str(self.dead_letters))
+        )
+        cost = self.cost_per_success
+        rows.append(
+            (
+                COST_LABEL,
+                "no task completed"
+                if cost is None
+                else f"{cost:.0f} micro-units ({cost / 1_000_000:.6f} {self.currency or 'units'})",
+            )
+        )
+        return rows
 
 
-def _script(models: FakeModelServer) -> None:
-    """The primary stumbles twice, differently; the backup finishes the task."""
-    models.script(
-        PRIMARY,
-        [
-            HttpFailure(500, "the primary had a hiccup"),
-            Reply(tool_calls=[CallTool(TOOL, {"expression": EXPRESSION})]),
-            HttpFailure(503, "the primary is overloaded"),
-        ],
-    )
-    # Past its script (an unexpected extra request) the primary behaves like the backup,
-    # so the demo still ends instead of waiting on a model that says "done".
-    models.respond(PRIMARY, _Finisher())
-    models.respond(BACKUP, _Finisher())
+# -- following the tasks ----------------------------------------------------------------
 
 
-# -- the mesh --------------------------------------------------------------------------
+class _TaskFeed:
+    """``execution.evt.task.v1`` from its end at start: what happens after, as it happens."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._topic = topic
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+
+    async def __aenter__(self) -> _TaskFeed:
+        await self._consumer.start()
+        try:
+            await self._consumer.topics()  # fetches the metadata partitions_for_topic reads
+            partitions = self._consumer.partitions_for_topic(self._topic) or set()
+            if not partitions:
+                raise DemoProblem(f"the topic {self._topic} does not exist")
+            assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+            self._consumer.assign(assigned)
+            for partition, offset in (await self._consumer.end_offsets(assigned)).items():
+                self._consumer.seek(partition, offset)
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def next_events(self) -> list[dict[str, Any]]:
+        batch = await self._consumer.getmany(timeout_ms=300)
+        return [json.loads(r.value) for records in batch.values() for r in records if r.value]
 
 
-def _check(answer: httpx.Response, doing: str, ok: tuple[int, ...] = (200, 201)) -> Any:
-    if answer.status_code not in ok:
-        raise _DemoProblem(f"{doing} was refused ({answer.status_code}): {answer.text[:300]}")
-    return answer.json() if answer.content else None
+def _describe(event: dict[str, Any]) -> str:  # noqa: PLR0911  # one per type
+    kind = event["type"]
+    details: dict[str, Any] = event.get("details") or {}
+    reason = event.get("reason") or ""
+    match kind:
+        case "task.accepted":
+            return f"agent {event.get('agent')}"
+        case "step.completed":
+            calls = details.get("tool_calls") or []
+            return f"step {event.get('step')}: " + (
+                f"calls {', '.join(calls)}" if calls else "answers"
+            )
+        case "task.waiting":
+            return reason or f"waiting for {details.get('waiting_for', '?')}"
+        case "task.retrying" if details.get("fallback_from"):
+            return f"fallback {details['fallback_from']} -> {details['fallback_to']}: {reason}"
+        case "task.retrying":
+            what = event.get("tool") or event.get("model") or ""
+            return f"{what} attempt {details.get('attempt', '?')} failed ({reason}); retrying"
+        case "task.completed":
+            return f"{event.get('answer')!r} (cost {event.get('cost_micros')} micro-units)"
+        case _:
+            return reason
+
+
+_SHOWN = {
+    "task.accepted",
+    "step.completed",
+    "task.waiting",
+    "task.retrying",
+    "task.escalated",
+    *FINAL_TASK_EVENTS,
+}
+
+
+@dataclass
+class _Batch:
+    """The demo's run: its tasks, the faults it injects, and the human who approves."""
+
+    report: ExecutionDemoReport
+    console: Console
+    bus: Bus
+    handoffs: HandOffs
+    command: Callable[[str, Role, str, int], SubmitTaskCommand]
+    faults: ExecutionFaults | None
+    approve: Callable[[str], Awaitable[int]]
+    prefix: str
+    started: float = field(default_factory=time.monotonic)
+    steps: int = 0
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+    _approving: set[str] = field(default_factory=set)
+
+    def name(self, task_id: str) -> str:
+        return task_id.removeprefix(self.prefix)
+
+    async def submit(self, task_id: str, role: Role, text: str, cap: int) -> None:
+        self.report.tasks[task_id] = TaskRecord(
+            task_id, agent=self.report.agents[role], submitted=(role, text, cap)
+        )
+        self.report.batch.append(task_id)
+        await self.bus.publish(SUBMIT_TASK, self.command(task_id, role, text, cap))
+
+    @property
+    def done(self) -> bool:
+        wanted = set(self.report.batch) | set(self.handoffs.submitted)
+        return all(
+            self.report.tasks.get(t) is not None and self.report.tasks[t].final is not None
+            for t in wanted
+        )
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        task_id = str(event.get("task_id", ""))
+        if not task_id.startswith(self.prefix):
+            return
+        record = self.report.tasks.setdefault(task_id, TaskRecord(task_id))
+        record.handed_off_by = record.handed_off_by or self.handoffs.submitted.get(task_id)
+        record.agent = record.agent or str(event.get("agent") or "")
+        self.report.events.append(event)
+        kind = event["type"]
+        details = event.get("details") or {}
+        if kind == "task.retrying":
+            if details.get("fallback_from"):
+                self.report.fallbacks += 1
+            else:
+                self.report.retries += 1
+        elif kind == "task.escalated":
+            self.report.escalations += 1
+        elif kind == "step.completed":
+            self.steps += 1
+        elif kind == "task.waiting" and details.get("waiting_for") == "budget":
+            self._spawn(self._approve(task_id))
+        if kind in _SHOWN:
+            self.console.print(
+                f"  {since(self.started):5.1f}s  {escape(self.name(task_id)):<34}"
+                f" [bold]{kind:<15}[/] {escape(_describe(event))}",
+                soft_wrap=True,
+            )
+        if kind in FINAL_TASK_EVENTS:
+            await self._finished(record, event)
+        if self.faults is not None and not self.report.killed and self.steps >= CRASH_AFTER_STEPS:
+            await self._crash()
+
+    async def _finished(self, record: TaskRecord, event: dict[str, Any]) -> None:
+        reason = str(event.get("reason") or "")
+        submitted = record.submitted
+        if event["type"] == "task.failed" and reason.startswith(_NO_AGENT) and submitted:
+            # The registration had not reached the execution service yet: once more.
+            self.report.tasks.pop(record.task_id)
+            self.report.batch.remove(record.task_id)
+            again = f"{record.task_id}.again"
+            self.console.print(
+                f"  [dim]the execution service had not read the agents' registration yet;"
+                f" submitting {self.name(record.task_id)} again as {self.name(again)}[/]"
+            )
+            await asyncio.sleep(1.0)
+            await self.submit(again, *submitted)
+            return
+        record.final = event
+
+    async def _crash(self) -> None:
+        assert self.faults is not None
+        self.report.killed_after_events = len(self.report.events)
+        self.report.killed = await self.faults.crash()
+        killed_at = time.monotonic()
+        self.console.print(
+            f"  {since(self.started):5.1f}s  [bold red]SIGKILL[/] the execution service"
+            f" ({self.report.killed}) with tasks in flight; starting it again"
+        )
+
+        async def restart() -> None:
+            assert self.faults is not None
+            await self.faults.restart()
+            self.report.restarted_after_s = time.monotonic() - killed_at
+            self.console.print(
+                f"  {since(self.started):5.1f}s  [bold green]execution is back[/]"
+                f" after {self.report.restarted_after_s:.0f}s: its tasks resume from their"
+                " checkpoints"
+            )
+
+        self._spawn(restart())
+
+    async def _approve(self, task_id: str) -> None:
+        if task_id in self._approving:
+            return
+        self._approving.add(task_id)
+        try:
+            while self.report.tasks[task_id].final is None:
+                approved = await self.approve(task_id)
+                if approved:
+                    self.report.approvals += approved
+                    self.console.print(
+                        f"  {since(self.started):5.1f}s  {escape(self.name(task_id)):<34}"
+                        f" [bold]approved[/]        by {HUMAN} through the inbox API"
+                    )
+                await asyncio.sleep(0.3)
+        finally:
+            self._approving.discard(task_id)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def settle(self) -> None:
+        """Wait for the restart (and anything else in flight); raise what failed."""
+        if self._background:
+            for outcome in await asyncio.gather(*self._background, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+
+    async def cancel(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+# -- the demo -------------------------------------------------------------------------
 
 
 async def _wait_ready(http: httpx.AsyncClient, services: Mapping[str, str], wait_s: float) -> None:
@@ -181,331 +441,244 @@ async def _wait_ready(http: httpx.AsyncClient, services: Mapping[str, str], wait
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}"
             if time.monotonic() > deadline:
-                raise _DemoProblem(f"{name} at {url} was not ready within {wait_s:.0f}s ({last})")
+                raise DemoProblem(f"{name} at {url} was not ready within {wait_s:.0f}s ({last})")
             await asyncio.sleep(0.5)
 
 
-async def _submitter_token(
-    http: httpx.AsyncClient, identity_url: str, admin: dict[str, str], tenant: str, agent: str
-) -> str:
-    scopes = [
-        "execution:submit",
-        f"tools:call:{TOOL}",
-        f"memory:read:{agent}",
-        f"memory:write:{agent}",
-    ]
-    principal = f"{identity_url}/v1/tenants/{tenant}/principals/{SUBMITTER}"
-    body = {"kind": "service", "description": "submits the tasks of ./dev demo", "scopes": scopes}
-    _check(await http.put(principal, json=body, headers=admin), f"registering {SUBMITTER}")
-    secret = _check(await http.post(f"{principal}/secret", headers=admin), "a client secret")
-    token = _check(
-        await http.post(
-            f"{identity_url}/oauth/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": f"{tenant}/{SUBMITTER}",
-                "client_secret": secret["client_secret"],
-                "scope": " ".join(scopes),
-            },
-        ),
-        "a submitter token",
+def _script(models: FakeModelServer) -> None:
+    """A hiccup, then an outage of the primary: its next requests are refused as overloaded
+    (the open circuit sends further steps straight to the backup for a while)."""
+    models.script(
+        PRIMARY,
+        [
+            HttpFailure(500, "the primary had a hiccup"),
+            HttpFailure(503, "the primary is overloaded"),
+            HttpFailure(503, "the primary is overloaded"),
+            HttpFailure(503, "the primary is overloaded"),
+        ],
     )
-    return str(token["access_token"])
+    models.respond(PRIMARY, Planner())
+    models.respond(BACKUP, Planner())
 
 
-async def _price_models(
-    http: httpx.AsyncClient, ledger_url: str, admin: dict[str, str], tenant: str
-) -> str:
-    """Price both models for the tenant unless the book already has these prices; the
-    ledger's currency."""
-    currency = ""
-    for model, prices in PRICES.items():
-        item = f"model:{model}"
-        found = await http.get(f"{ledger_url}/v1/tenants/{tenant}/prices/{item}", headers=admin)
-        current = found.json() if found.status_code == 200 else {}
-        if any(current.get(name) != value for name, value in prices.items()):
-            current = _check(
-                await http.post(
-                    f"{ledger_url}/v1/prices",
-                    json={"item": item, "tenant": tenant, **prices},
-                    headers=admin,
-                ),
-                f"pricing {item}",
-            )
-        currency = str(current.get("currency", ""))
-    return currency
+def _endpoint(environ: Mapping[str, str], models: FakeModelServer | None) -> ModelEndpoint:
+    if models is not None:
+        return ModelEndpoint(base_url=models.openai_base_url, real=False)
+    return ModelEndpoint(
+        base_url=environ["MAINSTAY_MODEL_BASE_URL"],
+        real=True,
+        model=environ.get("MAINSTAY_MODEL_NAME", "").strip() or "gpt-4o-mini",
+    )
 
 
 async def _register(
     http: httpx.AsyncClient,
     urls: Mapping[str, str],
-    admin: dict[str, str],
+    admin: Mapping[str, str],
     *,
     tenant: str,
-    agent: str,
-    models: FakeModelServer,
-) -> int:
-    """The tool with the gateway and the agent with the supervisor; the agent's version."""
-    tool = {
-        "name": TOOL,
-        "kind": "builtin",
-        "builtin": {"builtin": "calculator"},
-        "description": "Evaluate an arithmetic expression (the gateway's builtin calculator).",
-        "input_schema": {
-            "type": "object",
-            "properties": {"expression": {"type": "string", "minLength": 1, "maxLength": 1000}},
-            "required": ["expression"],
-            "additionalProperties": False,
-        },
-        "timeout_s": 2.0,
-    }
-    _check(
-        await http.put(f"{urls['tools-gateway']}/v1/tools/{TOOL}", json=tool, headers=admin),
-        f"registering the tool {TOOL}",
-    )
-    definition = {
-        "identity": agent,
-        "description": "The agent of ./dev demo: does arithmetic with a tool.",
-        "models": [
-            models.model_ref("openai", PRIMARY, timeout_s=10, max_tokens=512).model_dump(
-                exclude_none=True
-            ),
-            models.model_ref("anthropic", BACKUP, timeout_s=10, max_tokens=512).model_dump(
-                exclude_none=True
-            ),
-        ],
-        "system_prompt": f"You do arithmetic. Always compute with {TOOL}.",
-        "tools": [TOOL],
-        "memory": {"recall": True, "remember": ["fact"]},
-        "limits": {"max_steps": 8, "step_timeout_s": 30, "task_deadline_s": 300},
-    }
-    record = _check(
-        await http.put(
-            f"{urls['supervisor']}/v1/tenants/{tenant}/agents/{agent}",
-            json=definition,
-            headers=admin,
-        ),
-        f"registering the agent {agent}",
-    )
-    return int(record["version"])
-
-
-# -- the task ------------------------------------------------------------------------------
-
-
-class _TaskFeed:
-    """``execution.evt.task.v1`` from its end at start: what happens after, as it happens."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self._topic = topic
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-        )
-        self._pending: list[dict[str, Any]] = []
-
-    async def __aenter__(self) -> _TaskFeed:
-        await self._consumer.start()
-        try:
-            await self._consumer.topics()  # fetches the metadata partitions_for_topic reads
-            partitions = self._consumer.partitions_for_topic(self._topic) or set()
-            if not partitions:
-                raise _DemoProblem(f"the topic {self._topic} does not exist")
-            assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-            self._consumer.assign(assigned)
-            for partition, offset in (await self._consumer.end_offsets(assigned)).items():
-                self._consumer.seek(partition, offset)
-        except BaseException:
-            await self._consumer.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._consumer.stop()
-
-    async def follow(self, task_id: str, show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Show each event of ``task_id`` as it comes; returns the final one."""
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=300)
-            for records in batch.values():
-                for record in records:
-                    event = json.loads(record.value)
-                    if event.get("task_id") != task_id:
-                        continue
-                    show(event)
-                    if event["type"] in FINAL_TASK_EVENTS:
-                        return dict(event)
-
-
-def _describe(event: dict[str, Any], currency: str) -> str:  # noqa: PLR0911  # one per type
-    kind = event["type"]
-    details: dict[str, Any] = event.get("details") or {}
-    reason = event.get("reason") or ""
-    match kind:
-        case "task.accepted":
-            return f"agent {event.get('agent')} v{event.get('agent_version')}"
-        case "task.started":
-            degraded = " (degraded: " + details["memory"] + ")" if "memory" in details else ""
-            return f"{details.get('memories', 0)} memories recalled{degraded}"
-        case "step.completed":
-            calls = details.get("tool_calls") or []
-            did = f"calls {', '.join(calls)}" if calls else "answers"
-            return (
-                f"{did} ({details.get('input_tokens')} tokens in,"
-                f" {details.get('output_tokens')} out)"
-            )
-        case "task.waiting":
-            return reason or f"waiting for {details.get('waiting_for', '?')}"
-        case "task.retrying" if details.get("fallback_from"):
-            return f"fallback {details['fallback_from']} -> {details['fallback_to']}: {reason}"
-        case "task.retrying" if "attempt" in details:
-            return (
-                f"attempt {details['attempt']} failed ({reason}); again in"
-                f" {details.get('delay_s', 0):.2f}s"
-            )
-        case "task.completed":
-            return f"answer {event.get('answer')!r}, {_cost(event.get('cost_micros'), currency)}"
-        case "task.failed" | "task.cancelled":
-            return f"{reason}, {_cost(event.get('cost_micros'), currency)}"
-        case _:
-            return reason
-
-
-def _cost(micros: int | None, currency: str) -> str:
-    if micros is None:
-        return "no cost reported"
-    return f"cost {micros} micro-units ({micros / 1_000_000:.6f} {currency or 'units'})"
-
-
-async def _run_task(
-    bus: Bus,
-    feed: _TaskFeed,
-    command: Callable[[str], SubmitTaskCommand],
-    *,
-    run: str,
-    report: ExecutionDemoReport,
-    console: Console,
+    agents: Mapping[Role, str],
+    endpoint: ModelEndpoint,
+    lookup_url: str,
+    hand_off_url: str,
 ) -> None:
-    """Submit until the execution service knows the agent, then follow the task to its end."""
-    while True:
-        report.submissions += 1
-        report.task_id = f"demo-{run}-{report.submissions}"
-        report.events = []
-        started = time.monotonic()
-
-        def show(event: dict[str, Any], started: float = started) -> None:
-            report.events.append(event)
-            if event["type"] == "task.failed" and event.get("reason", "").startswith(_NO_AGENT):
-                return  # shown below as what it is: the registration is still on its way
-            step = "" if event.get("step") is None else str(event["step"])
-            line = (
-                f"  {time.monotonic() - started:5.1f}s  [bold]{event['type']:<15}[/]"
-                f" {step:>2}  {event.get('model') or '':<8} {event.get('tool') or '':<15}"
-                f" {escape(_describe(event, report.currency))}"
-            )
-            console.print(line, soft_wrap=True)
-
-        await bus.publish(SUBMIT_TASK, command(report.task_id))
-        if report.submissions == 1:
-            console.print(
-                f"submitted [bold]{report.task_id}[/]: {command(report.task_id).input!r}"
-                f" (cost cap {COST_CAP_MICROS} micro-units)"
-            )
-            console.print(
-                f"  [dim]{'time':>6}  {'event':<15} {'step':>2}  {'model':<8} {'tool':<15} detail[/]"
-            )
-        final = await feed.follow(report.task_id, show)
-        if final["type"] == "task.failed" and final.get("reason", "").startswith(_NO_AGENT):
-            console.print(
-                f"  [dim]the execution service has not read agent {report.agent}'s registration"
-                f" yet; submitting again as demo-{run}-{report.submissions + 1}[/]"
-            )
-            await asyncio.sleep(1.0)
-            continue
-        report.outcome = final["type"]
-        report.answer = final.get("answer")
-        report.cost_micros = final.get("cost_micros")
-        return
+    """The tools with the gateway, the agents with the supervisor."""
+    for spec in tool_specs(lookup_url, hand_off_url):
+        check(
+            await http.put(
+                f"{urls['tools-gateway']}/v1/tools/{spec['name']}", json=spec, headers=admin
+            ),
+            f"registering the tool {spec['name']}",
+        )
+    for role, definition in agent_definitions(agents, endpoint).items():
+        check(
+            await http.put(
+                f"{urls['supervisor']}/v1/tenants/{tenant}/agents/{agents[role]}",
+                json=definition,
+                headers=admin,
+            ),
+            f"registering the agent {agents[role]}",
+        )
 
 
-async def run_execution_demo(
+def _approver(
+    http: httpx.AsyncClient, identity_url: str, human_token: str
+) -> Callable[[str], Awaitable[int]]:
+    """The human at work: approves every pending approval of a task through the inbox API;
+    answers how many it approved."""
+    as_human = {"Authorization": f"Bearer {human_token}"}
+
+    async def approve(task_id: str) -> int:
+        listing = check(
+            await http.get(
+                f"{identity_url}/v1/approvals", params={"status": "pending"}, headers=as_human
+            ),
+            "reading the approvals",
+        )
+        approved = 0
+        for approval in listing["approvals"]:
+            if approval.get("task_id") != task_id:
+                continue
+            check(
+                await http.post(
+                    f"{identity_url}/v1/approvals/{approval['approval_id']}/decision",
+                    json={"decision": "approve", "reason": "worth it"},
+                    headers=as_human,
+                ),
+                "approving the budget",
+            )
+            approved += 1
+        return approved
+
+    return approve
+
+
+async def run_execution_demo(  # noqa: PLR0915 - one linear story reads best
     bootstrap: str,
     home: Path,
     console: Console,
     *,
     urls: Mapping[str, str],
+    memory_target: str,
+    faults: ExecutionFaults | None = None,
     tenant: str = "default",
     topic_prefix: str = "",
-    ready_s: float = 60.0,
-    task_s: float = 60.0,
+    environ: Mapping[str, str] | None = None,
+    ready_s: float = 120.0,
+    batch_s: float = 300.0,
 ) -> ExecutionDemoReport:
-    """Run one agent task through the running mesh; see the module docstring.
+    """Run the workload through the running mesh; see the module docstring.
 
     ``urls``: the HTTP base URLs of ``identity``, ``tools-gateway``, ``ledger``,
-    ``supervisor`` and ``execution``. ``home`` holds ``admin.token`` (an admin of
-    ``tenant``). The services get ``ready_s`` to answer ``/readyz``; the rest
-    (registrations, the task) gets ``task_s``.
+    ``supervisor`` and ``execution``; ``memory_target`` the memory service's gRPC
+    address. ``home`` holds ``admin.token`` (an admin of ``tenant``). ``faults``
+    kill and restart the execution service (no kill without them).
     """
+    environ = os.environ if environ is None else environ
     report = ExecutionDemoReport()
     started = time.monotonic()
     run = uuid.uuid4().hex[:6]
-    report.agent = f"demo-{run}"
+    prefix = f"demo-{run}-"
+    agents: dict[Role, str] = {"researcher": f"researcher-{run}", "writer": f"writer-{run}"}
+    report.agents = dict(agents.items())
     admin = {"Authorization": f"Bearer {(home / 'admin.token').read_text().strip()}"}
-    kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=topic_prefix)
+    real = bool(environ.get("MAINSTAY_MODEL_BASE_URL", "").strip())
+    report.real_model = real
+    batch: _Batch | None = None
     try:
-        async with (
-            FakeModelServer() as models,
-            httpx.AsyncClient(timeout=10, trust_env=False) as http,
-        ):
-            console.print(
-                "[yellow]note:[/] real model providers are unreachable here, so for this demo"
-                f" a fake model server at {models.url} (FakeModelServer) serves '{PRIMARY}'"
-                f" (OpenAI API) and '{BACKUP}' (Anthropic API), scripted: {PRIMARY} fails once"
-                " (500), calls the tool, then is overloaded (503); the task must heal itself"
-            )
-            _script(models)
+        async with contextlib.AsyncExitStack() as stack:
+            models = None if real else await stack.enter_async_context(FakeModelServer())
+            endpoint = _endpoint(environ, models)
+            if models is not None:
+                _script(models)
+                console.print(
+                    "[yellow]note:[/] model providers are not reachable here, so the agents'"
+                    f" models are a local scripted server speaking the OpenAI-compatible API"
+                    f" ({models.url}): '{PRIMARY}' has a hiccup (500) and then an outage"
+                    f" (503s), '{BACKUP}' is the fallback. Set MAINSTAY_MODEL_BASE_URL"
+                    " (and MAINSTAY_MODEL_API_KEY) to run against a real endpoint."
+                )
+            else:
+                console.print(
+                    f"[yellow]note:[/] the agents' model is {endpoint.model} at"
+                    f" {endpoint.base_url} (MAINSTAY_MODEL_BASE_URL); no model fault is scripted"
+                )
+            tools = await stack.enter_async_context(ToolServer())
+            tools.fail_next(LOOKUP, LOOKUP_FAILURES)
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=10, trust_env=False))
             await _wait_ready(http, urls, ready_s)
-            if (waited := time.monotonic() - started) > 1:
-                console.print(f"[dim]the services were ready after {waited:.0f}s[/]")
-            async with asyncio.timeout(task_s):
-                report.currency = await _price_models(http, urls["ledger"], admin, tenant)
-                version = await _register(
-                    http, urls, admin, tenant=tenant, agent=report.agent, models=models
+            async with asyncio.timeout(batch_s):
+                report.currency = await price_models(http, urls["ledger"], admin, tenant, endpoint)
+                scopes = ["execution:submit", *(f"tools:call:{t}" for t in (CALCULATOR, LOOKUP))]
+                scopes.append(f"tools:call:{HAND_OFF}")
+                for agent in agents.values():
+                    scopes += [f"memory:read:{agent}", f"memory:write:{agent}"]
+                token = await principal_token(
+                    http, urls["identity"], admin, tenant=tenant, name=SUBMITTER,
+                    kind="service", scopes=scopes,
+                )  # fmt: skip
+                human = await principal_token(
+                    http, urls["identity"], admin, tenant=tenant, name=HUMAN, kind="user",
+                    scopes=[],
+                )  # fmt: skip
+                deadline = batch_deadline(batch_s)
+                bus = await stack.enter_async_context(
+                    Bus(service="demo", kafka=KafkaSettings(bootstrap=bootstrap, topic_prefix=topic_prefix))
+                )  # fmt: skip
+                await bus.ensure_topics([SUBMIT_TASK, TASK_EVENTS])
+                handoffs = await stack.enter_async_context(
+                    HandOffs(bus, tenant, agents, token, TASK_CAP_MICROS, deadline)
+                )
+                await _register(
+                    http, urls, admin, tenant=tenant, agents=agents, endpoint=endpoint,
+                    lookup_url=tools.url(LOOKUP), hand_off_url=handoffs.url,
+                )  # fmt: skip
+                console.print(
+                    f"registered tools {CALCULATOR}, {LOOKUP} (fails {LOOKUP_FAILURES} times"
+                    f" first), {HAND_OFF}; agents {agents['researcher']} and {agents['writer']};"
+                    f" {HUMAN}, a human who approves budgets"
+                )
+                report.memory_outcomes = await seed_memory(
+                    memory_target, token, tenant=tenant, agent=agents["researcher"]
                 )
                 console.print(
-                    f"registered tool [bold]{TOOL}[/] (builtin calculator) and agent"
-                    f" [bold]{report.agent}[/] v{version} ({PRIMARY} then {BACKUP}, memory on)"
+                    f"memory: 'head office in Berlin' {report.memory_outcomes[0]}, then 'moved to"
+                    f" Lisbon' {report.memory_outcomes[-1]} (the old fact stays in history)"
                 )
-                token = await _submitter_token(http, urls["identity"], admin, tenant, report.agent)
-                deadline = datetime.now(UTC) + timedelta(seconds=task_s)
+                report.dead_letters = -await dead_letter_total(http, urls["supervisor"], admin)
 
-                def command(task_id: str) -> SubmitTaskCommand:
+                def command(task_id: str, role: Role, text: str, cap: int) -> SubmitTaskCommand:
                     return SubmitTaskCommand(
                         task_id=task_id,
                         tenant=tenant,
-                        agent=report.agent,
-                        input=f"What is {EXPRESSION}?",
+                        agent=agents[role],
+                        input=text,
                         token=token,
-                        max_cost_micros=COST_CAP_MICROS,
+                        max_cost_micros=cap,
                         deadline=deadline,
                         labels={"source": "dev-demo"},
                     )
 
-                async with Bus(service="demo", kafka=kafka) as bus:
-                    await bus.ensure_topics([SUBMIT_TASK, TASK_EVENTS])
-                    async with _TaskFeed(bootstrap, f"{topic_prefix}{TASK_EVENTS.name}") as feed:
-                        # The agent's registration reaches the execution service over Kafka.
-                        await asyncio.sleep(REGISTRATION_GRACE_S)
-                        await _run_task(bus, feed, command, run=run, report=report, console=console)
-            report.model_calls = {m: models.calls(m) for m in (PRIMARY, BACKUP)}
+                async with _TaskFeed(bootstrap, f"{topic_prefix}{TASK_EVENTS.name}") as feed:
+                    approve = _approver(http, urls["identity"], human)
+                    batch = _Batch(report, console, bus, handoffs, command, faults, approve, prefix)
+                    # The agents' registrations reach the execution service over Kafka.
+                    await asyncio.sleep(REGISTRATION_GRACE_S)
+                    for n, topic in enumerate(TOPICS, start=1):
+                        await batch.submit(
+                            f"{prefix}r{n}", "researcher", f"Research: {topic}", TASK_CAP_MICROS
+                        )
+                    await batch.submit(
+                        f"{prefix}budget", "researcher", f"Budget: {BUDGET_TOPIC}",
+                        BUDGET_CAP_MICROS,
+                    )  # fmt: skip
+                    crash = f"; execution dies after {CRASH_AFTER_STEPS} steps" if faults else ""
+                    console.print(
+                        f"submitted {len(TOPICS)} research tasks and one with a"
+                        f" {BUDGET_CAP_MICROS} micro-unit cap{crash}"
+                    )
+                    console.print(f"  [dim]{'time':>6}  {'task':<34} {'event':<15} detail[/]")
+                    while not batch.done:
+                        for event in await feed.next_events():
+                            await batch.on_event(event)
+                    await batch.settle()
+                report.dead_letters += await dead_letter_total(http, urls["supervisor"], admin)
+            report.lookup_calls = tools.calls(LOOKUP)
+            report.lookup_effects = tools.effects_by_key(LOOKUP)
+            if models is not None:
+                report.model_calls = {m: models.calls(m) for m in (PRIMARY, BACKUP)}
     except TimeoutError:
+        unfinished = [t for t, r in report.tasks.items() if r.final is None]
         report.problem = (
-            f"timed out after {time.monotonic() - started:.0f}s"
-            + (f" waiting for task {report.task_id}" if report.task_id else "")
-            + "; see `./dev logs execution`"
+            f"timed out after {since(started):.0f}s with {len(unfinished)} tasks unfinished"
+            f" ({', '.join(unfinished[:5])}); see `./dev logs execution`"
         )
-    except (_DemoProblem, httpx.HTTPError, OSError) as exc:
-        report.problem = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
-    report.seconds = time.monotonic() - started
+    except (DemoProblem, httpx.HTTPError, OSError) as exc:
+        report.problem = str(exc) or type(exc).__name__
+    finally:
+        if batch is not None:
+            await batch.cancel()
+    report.seconds = since(started)
     _print(report, console)
     return report
 
@@ -513,15 +686,16 @@ async def run_execution_demo(
 def _print(report: ExecutionDemoReport, console: Console) -> None:
     if report.model_calls:
         console.print(
-            "model calls served by the fake server: "
+            "model requests served by the scripted server: "
             + ", ".join(f"{model} {count}" for model, count in report.model_calls.items())
         )
+    table = Table(title="demo summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in report.summary():
+        table.add_row(label, escape(value))
+    console.print(table)
     if report.problem:
         console.print(f"[red]problem:[/] {escape(report.problem)}", soft_wrap=True)
-    elif not report.ok:
-        console.print(
-            f"[red]expected[/] task.completed with {EXPECTED_ANSWER!r}, got {report.outcome}"
-            f" with {report.answer!r}"
-        )
-    verdict = "[green]execution OK[/]" if report.ok else "[red]execution FAILED[/]"
+    verdict = "[green]workload OK[/]" if report.ok else "[red]workload FAILED[/]"
     console.print(f"{verdict} in {report.seconds:.1f}s")

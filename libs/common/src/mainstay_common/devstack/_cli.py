@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
     from mainstay_common.devstack._status import ComponentStatus
+    from mainstay_execution.demo import ExecutionFaults
 
 __all__ = ["app", "main"]
 
@@ -195,13 +198,17 @@ def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
 
             urls = _service_urls(os.environ)
             _out.print(
-                f"\n[bold]demo:[/bold] an agent task through execution at {urls['execution']}"
+                "\n[bold]demo:[/bold] the workload: two agents, a batch of tasks, faults on"
+                f" purpose (execution at {urls['execution']})"
             )
+
             execution = await run_execution_demo(
                 stack.kafka_bootstrap,
                 stack.home.root,
                 _out,
                 urls=urls,
+                memory_target=memory_target(os.environ),
+                faults=_execution_faults(stack, urls["execution"]),
                 topic_prefix=os.environ.get("MAINSTAY_KAFKA_TOPIC_PREFIX", ""),
             )
             ok = ok and execution.ok
@@ -214,6 +221,29 @@ def demo(*, home: HomeOption = None, repo_root: RepoOption = None) -> None:
     _out.print("[dim]the stack keeps running; `./dev down` stops it[/dim]")
     if not ok:
         raise typer.Exit(code=1)
+
+
+def _execution_faults(stack: EmbeddedStack, url: str) -> ExecutionFaults:
+    """What the demo does to the stack's execution service: SIGKILL it, start it again."""
+    from mainstay_execution.demo import ExecutionFaults  # noqa: PLC0415
+
+    async def crash() -> str:
+        pid = await stack.kill("execution")
+        if pid is None:
+            raise StackError("the execution service was not running")
+        return f"pid {pid}"
+
+    async def restart() -> None:
+        await stack.up()
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
+            for _ in range(600):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(f"{url}/readyz")).is_success:
+                        return
+                await asyncio.sleep(0.2)
+        raise StackError("the execution service was not ready 120 s after its restart")
+
+    return ExecutionFaults(crash=crash, restart=restart)
 
 
 @app.command()

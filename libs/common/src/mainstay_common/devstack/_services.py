@@ -17,6 +17,7 @@ needs to reach the others (:func:`_mesh_settings`).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_IDENTITY_PORT",
     "DEFAULT_MEMORY_GRPC_PORT",
+    "DEMO_MODEL_CREDENTIAL",
     "IDENTITY",
     "MAILERS",
     "MAIL_TENANT",
@@ -57,6 +59,9 @@ MAILERS: dict[str, str] = {
 }
 """Services that mail humans through the identity service, and the setting that names
 the file of their client credentials."""
+DEMO_MODEL_CREDENTIAL = "demo-model"
+"""The credential name ``./dev demo``'s agents give their model when ``MAINSTAY_MODEL_BASE_URL``
+names a real endpoint; the stack passes ``MAINSTAY_MODEL_API_KEY`` to execution under it."""
 MAIL_TENANT = "default"
 """The tenant the stack registers the mailers in: the one ``admin.token`` administers."""
 
@@ -132,6 +137,10 @@ def _mesh_settings(
         wanted["LEDGER_USAGE_EVENTS"] = "true"
     if service == "execution":
         wanted["EXECUTION_MEMORY_TARGET"] = memory_target(environ)
+        # `./dev demo` against a real model endpoint: the agents name this credential.
+        key = environ.get("MAINSTAY_MODEL_API_KEY", "").strip()
+        if key:
+            wanted["EXECUTION_MODEL_KEYS"] = json.dumps([f"{DEMO_MODEL_CREDENTIAL}={key}"])
     if identity_url is not None and service in MAILERS:
         wanted[service.upper() + "_IDENTITY_URL"] = identity_url
         credentials = mail_credentials_file(home, service)

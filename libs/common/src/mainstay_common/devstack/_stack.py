@@ -463,6 +463,18 @@ class EmbeddedStack:
         save_record(self._home.pid_file(spec.name), record)
         return record
 
+    async def kill(self, name: str) -> int | None:
+        """SIGKILL the service ``name`` that ``up`` started, as a crash would, and wait
+        until it is gone; its pid, or None when it was not running. ``up`` starts it again."""
+        record = self._running(name)
+        process = None if record is None else live_process(record)
+        if record is None or process is None:
+            return None
+        process.kill()
+        await asyncio.to_thread(process.wait, 10)
+        self._home.pid_file(name).unlink(missing_ok=True)
+        return record.pid
+
     def _running(self, name: str) -> ProcessRecord | None:
         """The record of ``name`` if its process still runs; a stale record is removed."""
         pid_file = self._home.pid_file(name)
