@@ -21,6 +21,7 @@ def repo_copy(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     root.mkdir()
     shutil.copy2(REPO / "pyproject.toml", root / "pyproject.toml")
+    shutil.copy2(REPO / "README.md", root / "README.md")  # holds the generated maps
     ignore = shutil.ignore_patterns("__pycache__", "tests")
     # services/ too: a service's AsyncAPI hook is what makes schemas/asyncapi/<svc>.yaml expected
     for relative in ("schemas", "deploy/kafka", "libs/proto/src/mainstay", "services"):

@@ -98,6 +98,7 @@ def test_generators_are_deterministic(tmp_path: Path) -> None:
     second = render(tmp_path, registry)
     assert first == second
     assert sorted(first) == [
+        "README.md",  # the maps of the mesh: a root without one gets one
         "deploy/kafka/topics.yaml",
         "libs/proto/src/mainstay/__init__.py",
         "libs/proto/src/mainstay/py.typed",

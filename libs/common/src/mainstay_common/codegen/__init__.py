@@ -3,7 +3,11 @@
 From the topic registry in :mod:`mainstay_contracts`: ``schemas/events/<topic>.json``
 and ``deploy/kafka/topics.yaml``; from ``schemas/proto``: the protobuf/gRPC
 modules and stubs under ``libs/proto/src/mainstay``; from each service's
-``asyncapi.asyncapi_document()``: ``schemas/asyncapi/<svc>.yaml``.
+``asyncapi.asyncapi_document()``: ``schemas/asyncapi/<svc>.yaml``; from all of
+these, the service settings classes and the HTTP route declarations: the
+generated sections of ``README.md`` (mesh diagram, service map, topic map) and of
+``services/<svc>/README.md`` (reference), between ``<!-- generated: NAME -->``
+and ``<!-- end generated -->`` markers, the prose around them left as written.
 
 Command line (``./dev gen`` and ``./dev check`` wrap it)::
 

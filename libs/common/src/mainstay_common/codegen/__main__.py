@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from mainstay_common.codegen._errors import CodegenError
-from mainstay_common.codegen._pipeline import Report, check, find_root, generate
+from mainstay_common.codegen._pipeline import Drift, Report, check, find_root, generate
 
 __all__ = ["main"]
 
@@ -68,7 +68,7 @@ def _describe_check(report: Report) -> str:
         text += "Generated files are stale; run `./dev gen` and commit the result:\n"
         notes = {"missing": "  (not in the tree)", "extra": "  (nothing generates it any more)"}
         text += "".join(
-            f"  {drift.status:<8} {drift.path}{notes.get(drift.status, '')}\n"
+            f"  {drift.status:<8} {drift.path}{notes.get(drift.status, '')}{_sections(drift)}\n"
             for drift in report.stale
         )
         text += "".join(drift.diff for drift in report.stale if drift.diff)
@@ -76,6 +76,12 @@ def _describe_check(report: Report) -> str:
     if report.lint is not None and not report.lint.ok:
         text += f"buf lint failed on schemas/proto:\n{report.lint.output}\n"
     return text or "generated files are current\n"
+
+
+def _sections(drift: Drift) -> str:
+    if not drift.sections:
+        return ""
+    return f"  (generated section{'s' if len(drift.sections) > 1 else ''}: {', '.join(drift.sections)})"
 
 
 def _describe_breaking(report: Report) -> str:

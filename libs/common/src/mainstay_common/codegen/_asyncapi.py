@@ -20,8 +20,17 @@ from mainstay_common.codegen._yaml import dump_yaml
 
 if TYPE_CHECKING:
     from pathlib import Path
+    from types import ModuleType
 
-__all__ = ["ASYNCAPI_DIR", "HOOK_FUNCTION", "HOOK_MODULE", "asyncapi_files"]
+__all__ = [
+    "ASYNCAPI_DIR",
+    "HOOK_FUNCTION",
+    "HOOK_MODULE",
+    "SERVICES_DIR",
+    "asyncapi_documents",
+    "asyncapi_files",
+    "import_service_module",
+]
 
 ASYNCAPI_DIR: Final = "schemas/asyncapi"
 SERVICES_DIR: Final = "services"
@@ -32,27 +41,54 @@ _HEADER: Final = (
 )
 
 
-def asyncapi_files(root: Path) -> dict[str, bytes]:
-    """``schemas/asyncapi/<svc>.yaml`` of every service that has the hook."""
-    files: dict[str, bytes] = {}
+def asyncapi_documents(root: Path) -> dict[str, Mapping[str, object]]:
+    """The AsyncAPI document of every service that has the hook, by service folder name."""
+    documents: dict[str, Mapping[str, object]] = {}
     for hook in sorted((root / SERVICES_DIR).glob(f"*/src/*/{HOOK_MODULE}.py")):
         package_dir = hook.parent
-        src_dir = package_dir.parent
-        service = src_dir.parent.name
-        module_name = f"{package_dir.name}.{HOOK_MODULE}"
-        document = _document(module_name, src_dir)
+        documents[package_dir.parent.parent.name] = _document(package_dir)
+    return documents
+
+
+def asyncapi_files(
+    root: Path, documents: Mapping[str, Mapping[str, object]] | None = None
+) -> dict[str, bytes]:
+    """``schemas/asyncapi/<svc>.yaml`` of every service that has the hook."""
+    documents = asyncapi_documents(root) if documents is None else documents
+    files: dict[str, bytes] = {}
+    for service, document in sorted(documents.items()):
+        package = _package_of(root, service)
+        module_name = f"{package}.{HOOK_MODULE}"
         header = _HEADER.format(service=service, module=module_name, function=HOOK_FUNCTION)
         files[f"{ASYNCAPI_DIR}/{service}.yaml"] = dump_yaml(document, header=header).encode()
     return files
 
 
-def _document(module_name: str, src_dir: Path) -> Mapping[str, object]:
+def import_service_module(module_name: str, src_dir: Path) -> ModuleType:
+    """Import one module of a service (``mainstay_<svc>.<module>``) from its source tree.
+
+    mainstay_common is a dependency of every service, so it never imports one
+    at its own import time; the generators reach a service's code only here.
+    """
     # Services are workspace members and normally installed; a checkout that has
     # not been synced yet still works from its source tree.
     if str(src_dir) not in sys.path:
         sys.path.append(str(src_dir))
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
+    except Exception as exc:  # whatever a service's module raises, the run reports it the same way
+        raise CodegenError(f"importing {module_name} failed: {exc!r}") from exc
+
+
+def _package_of(root: Path, service: str) -> str:
+    hooks = sorted((root / SERVICES_DIR / service / "src").glob(f"*/{HOOK_MODULE}.py"))
+    return hooks[0].parent.name if hooks else service.replace("-", "_")
+
+
+def _document(package_dir: Path) -> Mapping[str, object]:
+    module_name = f"{package_dir.name}.{HOOK_MODULE}"
+    module = import_service_module(module_name, package_dir.parent)
+    try:
         hook = getattr(module, HOOK_FUNCTION)
         document = hook()
     except Exception as exc:  # whatever a service's hook raises, the run reports it the same way

@@ -16,7 +16,8 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
-from mainstay_common.codegen._asyncapi import ASYNCAPI_DIR, asyncapi_files
+from mainstay_common.codegen._asyncapi import ASYNCAPI_DIR, asyncapi_documents, asyncapi_files
+from mainstay_common.codegen._docs import doc_files, doc_targets
 from mainstay_common.codegen._errors import CodegenError
 from mainstay_common.codegen._events import (
     EVENTS_DIR,
@@ -35,6 +36,7 @@ from mainstay_common.codegen._proto import (
     buf_lint,
     generate_proto,
 )
+from mainstay_common.codegen._sections import stale_sections
 from mainstay_common.files import write_atomically
 from mainstay_contracts import BreakingChange, find_breaking_changes
 
@@ -68,11 +70,14 @@ class Drift:
 
     ``missing``: generated but absent from the tree; ``extra``: in the tree but
     no longer generated; ``changed``: different bytes (``diff`` shows the start).
+    ``sections`` names the generated sections that differ in a Markdown file
+    whose prose is hand-written (``README.md``).
     """
 
     path: str
     status: DriftStatus
     diff: str = ""
+    sections: tuple[str, ...] = ()
 
 
 @dataclass
@@ -110,7 +115,9 @@ def render(root: Path, registry: TopicRegistry | None = None) -> dict[str, bytes
     registry = load_registry() if registry is None else registry
     files = event_files(registry)
     files[TOPICS_FILE] = topics_yaml(registry)
-    files.update(asyncapi_files(root))
+    documents = asyncapi_documents(root)
+    files.update(asyncapi_files(root, documents))
+    files.update(doc_files(root, registry, documents))
     for relative, content in generate_proto(root / PROTO_SRC).items():
         files[f"{PROTO_OUT}/{relative}"] = content
     return dict(sorted(files.items()))
@@ -118,10 +125,13 @@ def render(root: Path, registry: TopicRegistry | None = None) -> dict[str, bytes
 
 def committed_files(root: Path) -> dict[str, bytes]:
     """The files in the tree that the generators own, by repo-relative path."""
+    # The READMEs are listed from the same function that decides which ones get
+    # generated sections, so a README is never "extra" and never removed.
     paths: list[Path] = [
         *(root / EVENTS_DIR).glob("*.json"),
         *(root / ASYNCAPI_DIR).glob("*.yaml"),
         root / TOPICS_FILE,
+        *(_path(root, target) for target in doc_targets(root)),
     ]
     proto_tree = _path(root, _PROTO_TREE)
     if proto_tree.is_dir():
@@ -191,8 +201,20 @@ def drift(expected: dict[str, bytes], actual: dict[str, bytes]) -> list[Drift]:
         elif path not in expected:
             found.append(Drift(path, "extra"))
         elif expected[path] != actual[path]:
-            found.append(Drift(path, "changed", _diff(path, actual[path], expected[path])))
+            diff = _diff(path, actual[path], expected[path])
+            found.append(
+                Drift(path, "changed", diff, _sections(path, actual[path], expected[path]))
+            )
     return found
+
+
+def _sections(path: str, old: bytes, new: bytes) -> tuple[str, ...]:
+    if not path.endswith(".md"):
+        return ()
+    try:
+        return tuple(stale_sections(old.decode(), new.decode(), where=path))
+    except (UnicodeDecodeError, CodegenError):
+        return ()
 
 
 def _judge_compatibility(
