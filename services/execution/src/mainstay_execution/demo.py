@@ -18,10 +18,9 @@ every task on ``execution.evt.task.v1`` while the faults happen:
   its tasks resume from their checkpoints.
 
 It ends with a summary table (tasks completed, retries, fallbacks,
-escalations, dead letters, cost per successful task). Real model providers
-cannot be reached from the machines this was built on, so by default the
-models are a local scripted server speaking the OpenAI-compatible API, and the
-demo says so; with ``MAINSTAY_MODEL_BASE_URL`` (and ``MAINSTAY_MODEL_API_KEY``,
+escalations, dead letters, cost per successful task). Real model providers were
+not reachable where the demo was verified, so by default the models are a
+local scripted server speaking the OpenAI-compatible API, and the demo says so; with ``MAINSTAY_MODEL_BASE_URL`` (and ``MAINSTAY_MODEL_API_KEY``,
 ``MAINSTAY_MODEL_NAME``) set the agents use that endpoint instead, and no
 model fault is scripted.
 """
