@@ -14,7 +14,6 @@ what cannot succeed; every publish is validated and enveloped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -386,11 +385,9 @@ class Bus(Resource):
         await producer.start()
         self._producer = producer
         try:
-            await _start_concurrently(self.broker)
+            await self.broker.start()
         except BaseException:
             self._producer = None
-            with contextlib.suppress(Exception):
-                await self.broker.stop()
             await producer.stop()
             raise
         self._started = True
@@ -405,20 +402,6 @@ class Bus(Resource):
             if producer is not None:
                 await producer.stop()  # flushes what is still buffered
             self._started = False
-
-
-async def _start_concurrently(broker: KafkaBroker) -> None:
-    """``broker.start()``, with every subscriber started at once instead of one by one.
-
-    Starting a subscriber waits until its consumer group has assigned it
-    partitions, and a group's join takes the broker's rebalance delay (seconds);
-    one after the other, a service with eight groups needed eight delays to start.
-    """
-    await broker.connect()
-    await asyncio.gather(*(subscriber.start() for subscriber in broker.subscribers))
-    for publisher in broker.publishers:
-        await publisher.start()
-    broker.running = True
 
 
 def _poll_without_pause(subscriber: Any) -> None:
