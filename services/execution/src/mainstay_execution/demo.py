@@ -118,6 +118,8 @@ class TaskRecord:
 @dataclass
 class ExecutionDemoReport:
     real_model: bool = False
+    kill_planned: bool = False
+    """The demo was given the means to kill and restart the execution service."""
     agents: dict[str, str] = field(default_factory=dict)
     memory_outcomes: list[str] = field(default_factory=list)
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
@@ -157,7 +159,10 @@ class ExecutionDemoReport:
     @property
     def ok(self) -> bool:
         every_task_done = bool(self.tasks) and len(self.completed) == len(self.tasks)
-        if self.problem or not every_task_done:
+        survived_the_kill = not self.kill_planned or (
+            bool(self.killed) and self.restarted_after_s is not None
+        )
+        if self.problem or not every_task_done or not survived_the_kill:
             return False
         if self.real_model:
             return True
@@ -563,6 +568,7 @@ async def run_execution_demo(  # noqa: PLR0915 - one linear story reads best
     admin = {"Authorization": f"Bearer {(home / 'admin.token').read_text().strip()}"}
     real = bool(environ.get("MAINSTAY_MODEL_BASE_URL", "").strip())
     report.real_model = real
+    report.kill_planned = faults is not None
     batch: _Batch | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -624,7 +630,7 @@ async def run_execution_demo(  # noqa: PLR0915 - one linear story reads best
                     f"memory: 'head office in Berlin' {report.memory_outcomes[0]}, then 'moved to"
                     f" Lisbon' {report.memory_outcomes[-1]} (the old fact stays in history)"
                 )
-                report.dead_letters = -await dead_letter_total(http, urls["supervisor"], admin)
+                letters_before = await dead_letter_total(http, urls["supervisor"], admin)
 
                 def command(task_id: str, role: Role, text: str, cap: int) -> SubmitTaskCommand:
                     return SubmitTaskCommand(
@@ -661,7 +667,8 @@ async def run_execution_demo(  # noqa: PLR0915 - one linear story reads best
                         for event in await feed.next_events():
                             await batch.on_event(event)
                     await batch.settle()
-                report.dead_letters += await dead_letter_total(http, urls["supervisor"], admin)
+                letters_after = await dead_letter_total(http, urls["supervisor"], admin)
+                report.dead_letters = letters_after - letters_before
             report.lookup_calls = tools.calls(LOOKUP)
             report.lookup_effects = tools.effects_by_key(LOOKUP)
             if models is not None:
