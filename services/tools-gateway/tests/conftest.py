@@ -111,9 +111,9 @@ def unique(name: str) -> str:
 def gateway_settings(
     *, kafka: KafkaSettings, postgres_dsn: str, jwks: Path, vault_key: str, **extra: Any
 ) -> ToolsGatewaySettings:
+    extra = {"shutdown_grace_s": 2.0, **extra}
     return ToolsGatewaySettings(
         http_port=0,
-        shutdown_grace_s=2.0,
         kafka=kafka,
         postgres=PostgresSettings(dsn=postgres_dsn),
         retry=RetrySettings(tier_delays_s=[0.2, 0.4, 0.6]),

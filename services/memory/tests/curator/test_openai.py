@@ -275,7 +275,9 @@ async def test_a_slow_provider_times_out(provider: FakeChatProvider) -> None:
 
     provider.respond = never
     async with extractor_for(provider, timeout_s=0.2) as extractor:
-        with pytest.raises(DependencyTimeout, match="curator: read timeout"):
+        # Mostly the answer is what is late; on a loaded machine 0.2 s can already run
+        # out while connecting. Either way the caller gets a timeout naming the curator.
+        with pytest.raises(DependencyTimeout, match=r"curator: (read|connect) timeout"):
             await extractor.extract(EPISODE)
 
 
