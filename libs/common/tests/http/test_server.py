@@ -105,3 +105,34 @@ async def test_a_busy_port_raises_oserror() -> None:
         with pytest.raises(OSError, match=r"[Aa]ddress already in use"):
             async with HttpServer(FastAPI(), port=first.port):
                 pass
+
+
+async def test_an_idle_connection_outlives_the_clients_own_keep_alive() -> None:
+    # httpx drops an idle connection after 5 s; were the server to close it at the same
+    # moment, a request sent on it then would fail with a read error. The server keeps it
+    # open past that, so the same connection answers after 6 s of silence.
+    app = FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> str:
+        return "pong"
+
+    request = b"GET /ping HTTP/1.1\r\nHost: test\r\n\r\n"
+    async with HttpServer(app) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            for pause in (0.0, 6.0):
+                await asyncio.sleep(pause)
+                writer.write(request)
+                await writer.drain()
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200"), head
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                assert await reader.readexactly(length) == b'"pong"'
+        finally:
+            writer.close()
+            await writer.wait_closed()

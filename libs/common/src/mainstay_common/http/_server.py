@@ -45,6 +45,12 @@ class _Server(uvicorn.Server):
             yield
 
 
+KEEP_ALIVE_S = 30
+"""How long an idle client connection stays open. Longer than clients keep idle
+connections themselves (httpx: 5 s), so a client never sends a request on a
+connection the server is closing at that moment (which it sees as a read error)."""
+
+
 class HttpServer:
     """``async with HttpServer(app, port=0) as server: server.url``."""
 
@@ -58,8 +64,10 @@ class HttpServer:
         shutdown_timeout_s: float = 10.0,
         access_log: bool = False,
         handle_signals: bool = False,
+        keep_alive_s: int = KEEP_ALIVE_S,
     ) -> None:
         self._app = app
+        self._keep_alive = keep_alive_s
         self.host = host
         self._requested_port = port
         self._startup_timeout = startup_timeout_s
@@ -116,6 +124,7 @@ class HttpServer:
             log_config=None,  # logs propagate to the root logger configure_logging set up
             access_log=self._access_log,
             timeout_graceful_shutdown=math.ceil(self._shutdown_timeout),
+            timeout_keep_alive=self._keep_alive,
         )
         server = _Server(config, handle_signals=self._handle_signals)
         self._server = server
