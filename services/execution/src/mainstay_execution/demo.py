@@ -679,7 +679,10 @@ async def run_execution_demo(  # noqa: PLR0915 - one linear story reads best
             f"timed out after {since(started):.0f}s with {len(unfinished)} tasks unfinished"
             f" ({', '.join(unfinished[:5])}); see `./dev logs execution`"
         )
-    except (DemoProblem, httpx.HTTPError, OSError) as exc:
+    except httpx.HTTPError as exc:
+        where = f" ({exc.request.method} {exc.request.url})" if _has_request(exc) else ""
+        report.problem = f"{type(exc).__name__}{where}: {exc}".rstrip(": ")
+    except (DemoProblem, OSError) as exc:
         report.problem = str(exc) or type(exc).__name__
     finally:
         if batch is not None:
@@ -687,6 +690,14 @@ async def run_execution_demo(  # noqa: PLR0915 - one linear story reads best
     report.seconds = since(started)
     _print(report, console)
     return report
+
+
+def _has_request(exc: httpx.HTTPError) -> bool:
+    try:
+        _ = exc.request
+    except RuntimeError:  # an error raised without a request
+        return False
+    return True
 
 
 def _print(report: ExecutionDemoReport, console: Console) -> None:
