@@ -10,11 +10,13 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from mainstay_common.bus import Event, dlq_topic, retry_topic
 from mainstay_common.errors import DependencyTimeout, DependencyUnavailable, RuleViolation
-from mainstay_common.settings import RetrySettings
+from mainstay_common.settings import RetrySettings, TelemetrySettings
+from mainstay_common.telemetry import TASK_ID_ATTRIBUTE, collect_spans, setup_telemetry
 from mainstay_common.telemetry.metrics import BusMetrics
 from mainstay_contracts import DLQ_HEADERS, Header
 
@@ -369,6 +371,53 @@ async def test_the_trace_continues_from_publisher_to_handler(make_bus) -> None:
             publisher_trace = span.get_span_context().trace_id
         await wait_for(lambda: bool(handler_trace), what="the handler")
     assert handler_trace == [publisher_trace]
+
+
+async def test_each_handler_span_is_a_child_of_its_publish_and_the_lag_is_recorded(
+    make_bus, topic_prefix
+) -> None:
+    telemetry = setup_telemetry(
+        "shop", TelemetrySettings(), instance_id="t", instrument_libraries=False
+    )
+    registry = CollectorRegistry()
+    bus = make_bus(metrics=BusMetrics(registry), tracer_provider=telemetry.tracer_provider)
+    handled: list[str] = []
+    group = f"{topic_prefix}shop.spanned"
+
+    @bus.subscriber(ORDERS, handler="spanned")
+    async def spanned(event: Event[Order]) -> None:
+        handled.append(event.id)
+
+    def lags() -> list[float]:
+        return [
+            sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == "mainstay_consumer_lag" and sample.labels["group"] == group
+        ]
+
+    with collect_spans() as spans:
+        async with bus:
+            for n in range(3):
+                await bus.publish(ORDERS, order(f"o-s{n}"), correlation_id="task-s")
+            await wait_for(lambda: len(handled) == 3, what="the handler")
+            await wait_for(lambda: bool(lags()), what="the lag gauge")
+            await wait_for(lambda: sum(lags()) == 0, what="the lag to reach 0")
+    telemetry.shutdown()
+    finished = [
+        s for s in spans.get_finished_spans() if s.resource == telemetry.tracer_provider.resource
+    ]
+    producers = {
+        s.attributes["messaging.message.id"]: s for s in finished if s.kind is SpanKind.PRODUCER
+    }
+    consumers = [s for s in finished if s.kind is SpanKind.CONSUMER]
+    assert sorted(producers) == sorted(handled)
+    assert len(consumers) == 3
+    for consumer in consumers:
+        parent = producers[consumer.attributes["messaging.message.id"]]
+        assert consumer.parent.span_id == parent.context.span_id
+        assert consumer.context.trace_id == parent.context.trace_id
+    assert {s.attributes[TASK_ID_ATTRIBUTE] for s in finished} == {"task-s"}
 
 
 def _keys_on_two_partitions() -> tuple[str, str]:

@@ -22,7 +22,8 @@ from mainstay_common.settings import PostgresSettings
 from .conftest import ORDERS, Order, order, read_topic, wait_for
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
+    from typing import Any
 
     from mainstay_common.bus import Event, OutgoingMessage
     from mainstay_common.db import Connection
@@ -228,6 +229,45 @@ async def test_rows_committed_while_a_batch_is_out_are_relayed_without_waiting_f
         go_on.set()
         await wait_for(lambda: relay.published == 2, what="the row committed mid-batch")
     assert batches == [[first], [second]]
+
+
+async def test_a_second_relay_waits_while_the_first_publishes_so_order_holds(
+    make_bus, database: Database
+) -> None:
+    bus = make_bus()
+    outbox = Outbox(database)
+    sent: list[tuple[str, list[str]]] = []
+    first_out, go_on = asyncio.Event(), asyncio.Event()
+
+    def publisher(name: str, *, hold: bool) -> Callable[[Sequence[OutgoingMessage]], Any]:
+        async def publish(messages: Sequence[OutgoingMessage]) -> None:
+            sent.append((name, [m.event_id for m in messages]))
+            if hold:
+                first_out.set()
+                await go_on.wait()
+
+        return publish
+
+    ids = []
+    for n in range(3):
+        message = bus.message(ORDERS, order(f"o-3{n}"))
+        ids.append(message.event_id)
+        async with database.pool.acquire() as tx, tx.transaction():
+            await outbox.add(tx, message)
+    one = OutboxRelay(database, publisher("one", hold=True), batch_size=2)
+    two = OutboxRelay(database, publisher("two", hold=False), batch_size=2)
+    first = asyncio.create_task(one.relay_once())
+    try:
+        await asyncio.wait_for(first_out.wait(), timeout=10)
+        # The first relay's batch is out and not yet acknowledged: the third row is
+        # there, but publishing it now would send it before the first two are in.
+        assert await two.relay_once() == 0
+    finally:
+        go_on.set()
+    assert await first == 2
+    assert await two.relay_once() == 1
+    assert sent == [("one", ids[:2]), ("two", ids[2:])]
+    assert await two.pending() == 0
 
 
 async def test_rolled_back_transaction_publishes_nothing(make_bus, database: Database) -> None:

@@ -21,6 +21,7 @@ _schemas_seen: list[tuple[str, str]] = []
 def test_public_names_are_stable() -> None:
     assert testing.__all__ == [
         "StackAddresses",
+        "assign_from_beginning",
         "read_records",
         "start_test_stack",
         "temporary_database",

@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -24,6 +25,7 @@ from aiokafka.admin import NewTopic
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002 - FastStream resolves handler annotations at runtime
+from opentelemetry import propagate, trace
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
@@ -33,13 +35,17 @@ from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message,
 from mainstay_common.bus._routing import RetryPolicy, group_id
 from mainstay_common.bus._topics import create_missing_topics, spec_topic, unique_topics
 from mainstay_common.errors import DependencyUnavailable
-from mainstay_common.lifecycle import Resource
+from mainstay_common.lifecycle import Resource, cancel_and_wait
 from mainstay_common.settings import KafkaSettings, RetrySettings, ServiceSettings
+from mainstay_common.telemetry._task import TASK_ID_ATTRIBUTE, task_context
 from mainstay_common.telemetry.metrics import BusMetrics
+from mainstay_contracts import Header
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from datetime import datetime
+
+    from opentelemetry.sdk.trace import TracerProvider
 
     from mainstay_common.db import Database
     from mainstay_contracts import TopicSpec
@@ -49,6 +55,20 @@ __all__ = ["Bus"]
 P = TypeVar("P", bound=BaseModel)
 _log = logging.getLogger("mainstay.bus")
 _DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000
+# A check asks for the metadata of every topic of the cluster, which costs the broker
+# and the client in proportion to the cluster's topics: seconds apart it kept a test
+# process (a broker of thousands of topics) busy decoding metadata.
+_TOPIC_CHECK_S = 30.0
+# Consumers notice a topic created again (after the embedded broker restarted) or a
+# partition added within half a minute and rebalance onto it; the default is 5 minutes.
+_METADATA_MAX_AGE_MS = 30_000
+# How long after the broker's return sends check that their topics exist: long
+# enough for every owner's topic check to have created its topics again.
+_TOPICS_DOUBT_S = 2 * _TOPIC_CHECK_S
+_REWIND_WAIT_S = 10.0
+# The producer span replaces what the message was built with: the consumer's parent is
+# the span of the publish, itself a child of the span that built (or staged) the message.
+_CONTEXT_HEADERS = frozenset({Header.TRACEPARENT, Header.TRACESTATE, "baggage"})
 
 
 class Bus(Resource):
@@ -63,8 +83,13 @@ class Bus(Resource):
         instance_id: str = "",
         shutdown_grace_s: float = 20.0,
         metrics: BusMetrics | None = None,
+        tracer_provider: TracerProvider | None = None,
+        store: Database | None = None,
     ) -> None:
         self.service = service
+        # The service's database: while it does not answer, a failed message of any of
+        # this bus's consumers waits for it (see :meth:`subscriber`).
+        self.store = store
         self.kafka = kafka or KafkaSettings()
         self.retry = retry or RetrySettings()
         self.source = f"mainstay/{service}/{instance_id}" if instance_id else f"mainstay/{service}"
@@ -72,11 +97,17 @@ class Bus(Resource):
         # A service passes the metrics on its /metrics registry; otherwise they
         # are still kept, on a registry of this bus alone.
         self.metrics = metrics or BusMetrics(CollectorRegistry())
+        # The service's own provider (its resource names the service); default: the global one.
+        self.tracer = trace.get_tracer("mainstay_common.bus", tracer_provider=tracer_provider)
         self.activity = Activity()
         self._consumers: list[Consumer[Any]] = []
         self._subscribers: dict[str, Any] = {}
         self._started = False
         self._producer: AIOKafkaProducer | None = None
+        self._topic_keeper: asyncio.Task[None] | None = None
+        self._rewinding: asyncio.Task[None] | None = None
+        self._topics_in_doubt = False
+        self._doubt_until = 0.0
         self.broker = KafkaBroker(
             self.kafka.bootstrap,
             client_id=f"mainstay-{service}",
@@ -85,15 +116,23 @@ class Bus(Resource):
             enable_idempotence=self.kafka.idempotent_producer,
             graceful_timeout=shutdown_grace_s,
             allow_auto_create_topics=False,
+            metadata_max_age_ms=_METADATA_MAX_AGE_MS,
             logger=_broker_logger(service),
             log_level=logging.DEBUG,
         )
 
     @classmethod
     def for_service(
-        cls, service: str, settings: ServiceSettings, *, registry: CollectorRegistry
+        cls,
+        service: str,
+        settings: ServiceSettings,
+        *,
+        registry: CollectorRegistry,
+        tracer_provider: TracerProvider | None = None,
+        store: Database | None = None,
     ) -> Bus:
-        """The bus of a service instance, from its settings, with metrics on ``registry``."""
+        """The bus of a service instance, from its settings, with metrics on ``registry``,
+        spans on ``tracer_provider`` and ``store`` as the database its consumers wait for."""
         return cls(
             service=service,
             kafka=settings.kafka,
@@ -101,6 +140,8 @@ class Bus(Resource):
             instance_id=settings.instance_id,
             shutdown_grace_s=settings.shutdown_grace_s,
             metrics=BusMetrics(registry),
+            tracer_provider=tracer_provider,
+            store=store,
         )
 
     # -- subscribing -------------------------------------------------------------
@@ -121,11 +162,19 @@ class Bus(Resource):
         handler: str,
         blocking: bool = False,
         policy: RetryPolicy | None = None,
+        store: Database | None = None,
     ) -> Callable[[Handler[P]], Handler[P]]:
-        """Register ``fn(event)`` as consumer group ``<service>.<handler>`` of ``spec``."""
+        """Register ``fn(event)`` as consumer group ``<service>.<handler>`` of ``spec``.
+
+        ``store``: the database the handler writes to (default: the bus's). While it
+        does not answer, a failed message waits for it (its partition held, nothing
+        committed) instead of spending its retry tiers, which would dead-letter it
+        during an outage.
+        """
 
         def register(fn: Handler[P]) -> Handler[P]:
-            self._add(spec, handler, fn, None, policy or self.default_policy(blocking=blocking))
+            policy_ = policy or self.default_policy(blocking=blocking)
+            self._add(spec, handler, fn, None, policy_, store=store or self.store)
             return fn
 
         return register
@@ -158,6 +207,8 @@ class Bus(Resource):
         fn: Callable[..., Any],
         database: Database | None,
         policy: RetryPolicy,
+        *,
+        store: Database | None = None,
     ) -> None:
         if self._started:
             raise RuntimeError("subscribers must be registered before the bus starts")
@@ -173,6 +224,7 @@ class Bus(Resource):
             database=database,
             policy=policy,
             redelivery_backoff=self.retry.redelivery_backoff_s,
+            store=store,
         )
         self._consumers.append(consumer)
 
@@ -287,34 +339,64 @@ class Bus(Resource):
         return message.event_id
 
     async def send(self, message: OutgoingMessage) -> None:
-        await self.send_raw(
-            message.topic,
-            key=message.key,
-            value=message.value,
-            headers=encode_headers(message.headers),
-        )
+        span, headers = self._publish_span(message)
+        with trace.use_span(span, end_on_exit=True):
+            await self.send_raw(
+                message.topic, key=message.key, value=message.value, headers=headers
+            )
 
     async def send_many(self, messages: Iterable[OutgoingMessage]) -> None:
-        """Send in order, pipelined; returns when the broker acknowledged all of them."""
+        """Send in order, pipelined; returns when the broker acknowledged all of them.
+
+        Each message gets a producer span whose parent is the context it was built
+        in (for the outbox relay: the transaction that staged it), so the trace goes
+        on from the staging handler to the consumers.
+        """
         producer = self._require_producer()
         batch = list(messages)
+        await self._check_destinations({message.topic for message in batch})
+        spans = [self._publish_span(message) for message in batch]
         try:
             futures = [
-                await producer.send(
-                    message.topic,
-                    message.value,
-                    key=message.key,
-                    headers=encode_headers(message.headers),
-                )
-                for message in batch
+                await producer.send(message.topic, message.value, key=message.key, headers=headers)
+                for message, (_, headers) in zip(batch, spans, strict=True)
             ]
             await asyncio.gather(*futures)
         except Exception as exc:
+            self._doubt(_TOPICS_DOUBT_S)
+            for span, _ in spans:
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR, str(exc))
+                span.end()
             raise DependencyUnavailable(
                 f"could not publish {len(batch)} message(s): {exc}"
             ) from exc
+        for span, _ in spans:
+            span.end()
         for message in batch:
             self.metrics.message_published(topic=message.topic)
+
+    def _publish_span(self, message: OutgoingMessage) -> tuple[trace.Span, list[tuple[str, bytes]]]:
+        """A started producer span for ``message`` and the headers that carry it."""
+        headers = message.headers
+        task_id = headers.get(Header.CORRELATION_ID)
+        parent = task_context(task_id, propagate.extract(headers))
+        span = self.tracer.start_span(
+            f"{message.topic} publish",
+            context=parent,
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": message.topic,
+                "messaging.message.id": headers.get(Header.ID, ""),
+                **({TASK_ID_ATTRIBUTE: task_id} if task_id else {}),
+            },
+        )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span, parent))
+        kept = {name: value for name, value in headers.items() if name not in _CONTEXT_HEADERS}
+        return span, encode_headers({**kept, **carrier})
 
     async def send_raw(
         self,
@@ -326,11 +408,41 @@ class Bus(Resource):
     ) -> None:
         """Send bytes exactly as given (retry tiers and dead letters keep the original)."""
         producer = self._require_producer()
+        await self._check_destinations({topic})
         try:
             await producer.send_and_wait(topic, value, key=key, headers=list(headers))
         except Exception as exc:
+            self._doubt(_TOPICS_DOUBT_S)
             raise DependencyUnavailable(f"could not publish to {topic}: {exc}") from exc
         self.metrics.message_published(topic=topic)
+
+    def _doubt(self, seconds: float) -> None:
+        """The broker was away or lost topics: sends check their destinations for the
+        next ``seconds`` (each later sign of trouble starts the period again)."""
+        self._topics_in_doubt = True
+        self._doubt_until = time.monotonic() + seconds
+
+    async def _check_destinations(self, topics: set[str]) -> None:
+        """After the broker was away, publish only to topics it has again.
+
+        The embedded broker comes back empty, yet acknowledges a write to a topic it
+        no longer has (to a producer that still knows the topic) and drops that
+        record when the topic is created again: the outbox row would be deleted and
+        the message lost. So for a while after a failed send or topic check (see
+        :meth:`_doubt`) a send first asks for the broker's metadata; a missing topic
+        fails the send as retryable (the outbox relay tries again) until its owner's
+        topic check has created it.
+        """
+        if not self._topics_in_doubt:
+            return
+        producer = self._require_producer()
+        try:
+            metadata = await producer.client.fetch_all_metadata()
+        except Exception as exc:
+            raise DependencyUnavailable(f"the broker does not answer: {exc}") from exc
+        missing = sorted(topics - set(metadata.topics()))
+        if missing:
+            raise DependencyUnavailable(f"topics not there (yet): {', '.join(missing)}")
 
     def _require_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -358,9 +470,8 @@ class Bus(Resource):
             )
         return list(topics.values())
 
-    async def ensure_topics(self, extra: Iterable[TopicSpec[Any]] = ()) -> None:
-        """Create missing topics (idempotent); existing ones are left as they are."""
-        wanted = self.required_topics() + [
+    def _wanted_topics(self, extra: Iterable[TopicSpec[Any]]) -> list[NewTopic]:
+        return self.required_topics() + [
             spec_topic(
                 spec,
                 prefix=self.kafka.topic_prefix,
@@ -368,12 +479,18 @@ class Bus(Resource):
             )
             for spec in extra
         ]
+
+    async def ensure_topics(self, extra: Iterable[TopicSpec[Any]] = ()) -> None:
+        """Create missing topics (idempotent); existing ones are left as they are."""
         await create_missing_topics(
-            self.kafka.bootstrap, unique_topics(wanted), timeout_s=self.kafka.request_timeout_s
+            self.kafka.bootstrap,
+            unique_topics(self._wanted_topics(extra)),
+            timeout_s=self.kafka.request_timeout_s,
         )
 
     async def start(self, *, extra_topics: Iterable[TopicSpec[Any]] = ()) -> None:
-        await self.ensure_topics(extra_topics)
+        extra = list(extra_topics)
+        await self.ensure_topics(extra)
         self.closing.clear()
         producer = AIOKafkaProducer(
             bootstrap_servers=self.kafka.bootstrap,
@@ -381,6 +498,7 @@ class Bus(Resource):
             acks="all",
             enable_idempotence=self.kafka.idempotent_producer,
             request_timeout_ms=int(self.kafka.request_timeout_s * 1000),
+            metadata_max_age_ms=_METADATA_MAX_AGE_MS,
         )
         await producer.start()
         self._producer = producer
@@ -391,10 +509,84 @@ class Bus(Resource):
             await producer.stop()
             raise
         self._started = True
+        self._topic_keeper = asyncio.create_task(self._keep_topics(extra))
+
+    async def _keep_topics(self, extra: list[TopicSpec[Any]]) -> None:
+        """Create this bus's topics again whenever they are missing.
+
+        A broker that keeps nothing across a restart (the embedded one) comes back
+        without topics; its consumers would then wait for topics nobody creates,
+        and it creates a topic a producer writes to with its own default partition
+        count. Checking often keeps that window short; on a real cluster the
+        check finds every topic and creates nothing.
+        """
+        wanted = unique_topics(self._wanted_topics(extra))
+        away = False
+        while True:
+            await asyncio.sleep(_TOPIC_CHECK_S)
+            try:
+                created: list[str] = []
+                # One metadata request on the producer's connection (also a bus with no
+                # topics of its own notices the broker's absence); an admin client only
+                # when a topic is missing.
+                metadata = await self._require_producer().client.fetch_all_metadata()
+                if any(topic.name not in metadata.topics() for topic in wanted):
+                    created = await create_missing_topics(
+                        self.kafka.bootstrap, wanted, timeout_s=self.kafka.request_timeout_s
+                    )
+            except Exception as exc:  # noqa: BLE001 - the broker may be away; look again later
+                self._doubt(_TOPICS_DOUBT_S)
+                away = True
+                _log.debug("%s: cannot check its topics: %s", self.service, exc)
+                continue
+            if (away or created) and (self._rewinding is None or self._rewinding.done()):
+                away = False
+                # Apart from this loop: asking for committed offsets waits while the
+                # groups join again, and topics may still need creating meanwhile.
+                self._rewinding = asyncio.create_task(self._rewind_to_committed())
+            if created:
+                self._doubt(_TOPICS_DOUBT_S)  # other services' topics may be missing too
+                _log.warning("%s: created missing topics again: %s", self.service, created)
+            elif self._topics_in_doubt and time.monotonic() > self._doubt_until:
+                self._topics_in_doubt = False
+
+    async def _rewind_to_committed(self) -> None:
+        """After the broker was away: every consumer goes back to its group's committed
+        offsets, or to the beginning of a partition without one.
+
+        A consumer keeps its fetch position across a broker's absence. A broker that
+        comes back without its logs (the embedded one) starts each partition again at
+        offset 0 and has forgotten the committed offsets, so a position kept from before
+        would skip the first records written since. On Kafka the committed offsets are
+        still there, and going back to them re-reads at most what was in flight (the
+        inboxes and idempotency keys make that harmless).
+        """
+        for subscriber in self._subscribers.values():
+            kafka_consumers = getattr(subscriber, "consumer_subgroup", None) or [
+                getattr(subscriber, "consumer", None)
+            ]
+            for kafka_consumer in kafka_consumers:
+                if kafka_consumer is None:
+                    continue
+                for partition in list(kafka_consumer.assignment()):
+                    try:
+                        committed = await asyncio.wait_for(
+                            kafka_consumer.committed(partition), _REWIND_WAIT_S
+                        )
+                        if committed is None:
+                            await kafka_consumer.seek_to_beginning(partition)
+                        else:
+                            kafka_consumer.seek(partition, committed)
+                    except Exception as exc:  # noqa: BLE001 - a rebalance resets positions too
+                        _log.debug("%s: cannot rewind %s: %s", self.service, partition, exc)
 
     async def close(self) -> None:
         """Stop consuming, let in-flight handlers finish (up to the grace), flush, close."""
         self.closing.set()
+        keeper, self._topic_keeper = self._topic_keeper, None
+        await cancel_and_wait(keeper)
+        rewinding, self._rewinding = self._rewinding, None
+        await cancel_and_wait(rewinding)
         try:
             await self.broker.stop()  # in-flight handlers may still publish meanwhile
         finally:

@@ -38,6 +38,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar
 
 from aiokafka import TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from pydantic import BaseModel
 
@@ -45,12 +47,19 @@ from mainstay_common.bus._envelope import Event, decode_headers, merge_headers, 
 from mainstay_common.bus._routing import RetryPolicy, dlq_topic, retry_topic, tier_of
 from mainstay_common.db._hooks import commit_hooks, run_hooks
 from mainstay_common.db._inbox import claim_inbox, claim_inbox_many
-from mainstay_common.errors import InvalidMessage, MainstayError, is_retryable
+from mainstay_common.errors import (
+    DependencyUnavailable,
+    InvalidMessage,
+    MainstayError,
+    is_retryable,
+    map_asyncpg_data_errors,
+)
+from mainstay_common.telemetry._task import TASK_ID_ATTRIBUTE, task_context
 from mainstay_common.telemetry.metrics import ConsumeOutcome
 from mainstay_contracts import Header
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Iterator, Sequence
 
     from aiokafka import ConsumerRecord
 
@@ -70,8 +79,11 @@ TransactionalHandler: TypeAlias = "Callable[[Event[P], Connection], Awaitable[No
 """``async def handle(event, tx) -> None``; keep every effect inside ``tx`` (use the outbox)."""
 
 _log = logging.getLogger("mainstay.bus")
-_tracer = trace.get_tracer("mainstay_common.bus")
 _MAX_ERROR_MESSAGE = 2000
+PAYLOAD_DROPPED = "mainstay-payload-dropped"
+"""On a dead letter whose payload was too large to keep: the payload's size in bytes."""
+_DATABASE_WAIT_FIRST_S = 0.2
+_DATABASE_WAIT_MAX_S = 2.0
 # A failure rolls its whole group back and redoes it message by message, so a
 # group stays small enough that the redo is cheap.
 _MAX_GROUP = 60
@@ -82,6 +94,7 @@ class Sender(Protocol):
 
     closing: asyncio.Event
     activity: Activity
+    tracer: trace.Tracer
 
     async def send_raw(
         self,
@@ -174,8 +187,11 @@ class Consumer(Generic[P]):
         database: Database | None,
         policy: RetryPolicy,
         redelivery_backoff: float,
+        store: Database | None = None,
     ) -> None:
         self.bus = bus
+        self.store = store or database
+        """The database the handler needs: while it does not answer, a failure waits for it."""
         self.spec = spec
         self.group = group
         self.origin_topic = origin_topic
@@ -360,7 +376,7 @@ class Consumer(Generic[P]):
                     # a repeat inside the same batch is a duplicate too
                     fresh.discard(item.event.id)
                     try:
-                        with self._span(item):
+                        with self._span(item), map_asyncpg_data_errors():
                             await self.handler(item.event, conn)
                     except Exception as exc:
                         self._count(item, None, time.perf_counter() - started)
@@ -389,6 +405,11 @@ class Consumer(Generic[P]):
                     outcome = await self._invoke(dataclasses.replace(item.event, attempt=attempt))
                 except Exception as exc:  # noqa: BLE001 - every failure is classified below
                     self._count(item, None, time.perf_counter() - started)
+                    if await self._database_down(exc):
+                        if not await self._wait_for_database():
+                            progress.stop(item, kafka_consumer)  # shutting down
+                            return
+                        continue  # the same attempt: the message did not fail, its store did
                     if self._retry_in_place(exc, attempt):
                         if not await self._sleep(self.policy.blocking_delay(attempt)):
                             progress.stop(item, kafka_consumer)  # shutting down
@@ -407,6 +428,12 @@ class Consumer(Generic[P]):
         self, item: _Item[P], attempt: int, exc: Exception, progress: _Progress, kafka_consumer: Any
     ) -> None:
         """Continue after attempt ``attempt`` of ``item`` failed inside a group."""
+        if await self._database_down(exc):
+            if not await self._wait_for_database():
+                progress.stop(item, kafka_consumer)
+                return
+            await self._handle_alone(item, progress, kafka_consumer, attempt=attempt)
+            return
         if self._retry_in_place(exc, attempt):
             if not await self._sleep(self.policy.blocking_delay(attempt)):
                 progress.stop(item, kafka_consumer)
@@ -425,7 +452,10 @@ class Consumer(Generic[P]):
                     conn, group=self.group, event_id=event.id, topic=event.topic
                 ):
                     return ConsumeOutcome.DUPLICATE
-                await self.handler(event, conn)
+                # A value the database cannot hold is refused the same way on every
+                # attempt: permanent, so it never holds up its partition with retries.
+                with map_asyncpg_data_errors():
+                    await self.handler(event, conn)
         run_hooks(hooks)
         return ConsumeOutcome.OK
 
@@ -436,20 +466,33 @@ class Consumer(Generic[P]):
         if outcome is not None:
             metrics.message_consumed(group=self.group, topic=item.record.topic, outcome=outcome)
 
-    def _span(self, item: _Item[P]) -> contextlib.AbstractContextManager[Any]:
+    @contextlib.contextmanager
+    def _span(self, item: _Item[P]) -> Iterator[trace.Span]:
+        """The consumer span, a child of the producer's; the handler runs in it, with the
+        message's task id in the context so every span under it carries the task id too."""
         headers = item.headers
-        return _tracer.start_as_current_span(
-            f"{self.spec.name} process",
-            context=propagate.extract(headers),
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": item.record.topic,
-                "messaging.consumer.group.name": self.group,
-                "messaging.message.id": headers.get(Header.ID, ""),
-                "mainstay.task_id": headers.get(Header.CORRELATION_ID, ""),
-            },
-        )
+        task_id = headers.get(Header.CORRELATION_ID)
+        parent = task_context(task_id, propagate.extract(headers))
+        # Attached first: the span's own context keeps only the current context's
+        # baggage, not that of a ``context=`` argument.
+        token = otel_context.attach(parent) if parent is not None else None
+        try:
+            with self.bus.tracer.start_as_current_span(
+                f"{self.spec.name} process",
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": item.record.topic,
+                    "messaging.consumer.group.name": self.group,
+                    "messaging.message.id": headers.get(Header.ID, ""),
+                    **({TASK_ID_ATTRIBUTE: task_id} if task_id else {}),
+                },
+            ) as span:
+                yield span
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     def _retry_in_place(self, exc: Exception, attempt: int) -> bool:
         return (
@@ -458,6 +501,37 @@ class Consumer(Generic[P]):
             and attempt < self.policy.blocking_attempts
             and not self.bus.closing.is_set()
         )
+
+    async def _database_down(self, exc: Exception) -> bool:
+        """Whether a retryable failure came with this group's own database not answering.
+
+        Such an outage is no fault of the message: spending its retry tiers on it
+        would dead-letter every message that arrives while PostgreSQL is away
+        (the tiers are seconds long, an outage may be minutes).
+        """
+        if self.store is None or not is_retryable(exc):
+            return False
+        try:
+            await self.store.ping()
+        except Exception:  # noqa: BLE001 - whatever the ping raises, the database is not there
+            return True
+        return False
+
+    async def _wait_for_database(self) -> bool:
+        """Hold the partition (its offset uncommitted) until the database answers again;
+        False when the bus started closing meanwhile."""
+        assert self.store is not None
+        _log.warning("%s: the database does not answer; waiting for it", self.group)
+        delay = _DATABASE_WAIT_FIRST_S
+        while await self._sleep(delay):
+            try:
+                await self.store.ping()
+            except Exception:  # noqa: BLE001 - still away
+                delay = min(delay * 2, _DATABASE_WAIT_MAX_S)
+                continue
+            _log.info("%s: the database answers again", self.group)
+            return True
+        return False
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless the bus starts closing; False when it did."""
@@ -543,9 +617,23 @@ class Consumer(Generic[P]):
             error_class,
             _describe(exc),
         )
-        await self.bus.send_raw(
-            self.dlq_topic, key=item.record.key, value=item.record.value, headers=letter
-        )
+        try:
+            await self.bus.send_raw(
+                self.dlq_topic, key=item.record.key, value=item.record.value, headers=letter
+            )
+        except DependencyUnavailable as failure:
+            if not isinstance(failure.__cause__, MessageSizeTooLargeError):
+                raise
+            # A record the broker took but this producer may not send: keep the reason and
+            # the headers without the payload, or the record would be redelivered forever
+            # and stall its partition.
+            size = len(item.record.value or b"")
+            note = f"; the payload ({size} bytes) is too large to dead-letter and was dropped"
+            reason = _describe(exc)[: _MAX_ERROR_MESSAGE - len(note)] + note
+            letter = merge_headers(
+                letter, {Header.ERROR_MESSAGE: reason, PAYLOAD_DROPPED: str(size)}
+            )
+            await self.bus.send_raw(self.dlq_topic, key=item.record.key, value=b"", headers=letter)
         self.bus.metrics.message_dead_lettered(group=self.group, error_class=error_class)
         self.bus.metrics.message_consumed(
             group=self.group, topic=item.record.topic, outcome=ConsumeOutcome.DEAD_LETTERED
@@ -578,6 +666,26 @@ class Consumer(Generic[P]):
             _log.warning(
                 "offset commit failed for %s; expect a redelivery", self.group, exc_info=True
             )
+            return
+        self._record_lag(kafka_consumer, offsets)
+
+    def _record_lag(self, kafka_consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+        """Lag of each committed partition: the partition end the last fetch saw, minus
+        the committed offset (no extra request to the broker)."""
+        highwater = getattr(kafka_consumer, "highwater", None)
+        if highwater is None:
+            return
+        for partition, offset in offsets.items():
+            # A partition revoked meanwhile makes aiokafka assert; a gauge never fails a batch.
+            with contextlib.suppress(Exception):
+                end = highwater(partition)
+                if end is not None:
+                    self.bus.metrics.set_consumer_lag(
+                        group=self.group,
+                        topic=partition.topic,
+                        partition=partition.partition,
+                        lag=max(end - offset, 0),
+                    )
 
 
 def item_attempt(item: _Item[Any]) -> int:

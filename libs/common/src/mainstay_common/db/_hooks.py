@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -30,12 +31,16 @@ _pending: contextvars.ContextVar[list[Callable[[], None]] | None] = contextvars.
 
 
 def after_commit(callback: Callable[[], None]) -> None:
-    """Run ``callback`` once the current handler transaction commits (now, outside one)."""
+    """Run ``callback`` once the current handler transaction commits (now, outside one).
+
+    It runs in the context it was registered in (a copy), so what it starts stays in
+    the handler's trace even when the commit happens after the handler's span ended.
+    """
     hooks = _pending.get()
     if hooks is None:
         callback()
     else:
-        hooks.append(callback)
+        hooks.append(functools.partial(contextvars.copy_context().run, callback))
 
 
 @contextlib.contextmanager

@@ -33,6 +33,19 @@ __all__ = ["Outbox", "OutboxRelay"]
 _log = logging.getLogger("mainstay.outbox")
 
 
+# The oldest committed rows, if this relay is the schema's only one publishing now (a
+# transaction-scoped advisory lock; the InitPlan takes it once, before any row is read).
+_TAKE_BATCH = """
+WITH leader AS (SELECT pg_try_advisory_xact_lock(hashtext($1)) AS ok),
+batch AS (
+    SELECT id FROM outbox WHERE (SELECT ok FROM leader)
+    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM outbox AS o USING batch WHERE o.id = batch.id
+RETURNING o.id, o.topic, o.key, o.value, o.headers
+"""
+
+
 def _channel(schema: str) -> str:
     return f"{schema}_outbox"
 
@@ -110,22 +123,19 @@ class OutboxRelay(Resource):
         self.published = 0
 
     async def relay_once(self) -> int:
-        """Publish one batch of committed rows; returns how many were sent."""
+        """Publish one batch of committed rows; returns how many were sent.
+
+        One statement takes the relay's lock and deletes the batch (returning it);
+        the deletion commits only after the broker acknowledged the batch, so a
+        failed publish rolls it back and the rows wait for the next attempt.
+        """
         schema = self._database.schema
         with map_asyncpg_errors():
             async with self._database.pool.acquire() as conn, conn.transaction():
-                leader = await conn.fetchval(
-                    "SELECT pg_try_advisory_xact_lock(hashtext($1))", f"outbox:{schema}"
-                )
-                if not leader:
-                    return 0
-                rows = await conn.fetch(
-                    "SELECT id, topic, key, value, headers FROM outbox"
-                    " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                    self._batch_size,
-                )
+                rows = await conn.fetch(_TAKE_BATCH, f"outbox:{schema}", self._batch_size)
                 if not rows:
                     return 0
+                rows = sorted(rows, key=lambda row: row["id"])
                 messages = [
                     OutgoingMessage(
                         topic=row["topic"],
@@ -136,9 +146,6 @@ class OutboxRelay(Resource):
                     for row in rows
                 ]
                 await self._publish(messages)
-                await conn.execute(
-                    "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
-                )
         self.published += len(rows)
         return len(rows)
 

@@ -31,6 +31,8 @@ async def temporary_database(dsn: str, *, prefix: str = "test") -> AsyncIterator
         try:
             yield with_database(dsn, name)
         finally:
+            if admin.is_closed():  # the server was restarted meanwhile (a fault test)
+                admin = await asyncpg.connect(dsn)
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()

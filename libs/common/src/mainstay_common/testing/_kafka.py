@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from aiokafka import ConsumerRecord
 
-__all__ = ["read_records"]
+__all__ = ["assign_from_beginning", "read_records"]
 
 
 async def read_records(
@@ -43,3 +44,25 @@ async def read_records(
     finally:
         await consumer.stop()
     return found
+
+
+async def assign_from_beginning(
+    consumer: AIOKafkaConsumer, topics: Iterable[str], *, wait_s: float = 30.0
+) -> list[TopicPartition]:
+    """Assign a started, group-less ``consumer`` every partition of ``topics`` and seek
+    each to its beginning, once all of them exist (a ``RuntimeError`` naming the missing
+    ones after ``wait_s``); returns the partitions."""
+    names = sorted(set(topics))
+    deadline = time.monotonic() + wait_s
+    while True:
+        await consumer.topics()  # refreshes the metadata partitions_for_topic reads
+        found = {name: consumer.partitions_for_topic(name) for name in names}
+        if all(found.values()):
+            break
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"topics missing: {[n for n, ps in found.items() if not ps]}")
+        await asyncio.sleep(0.1)
+    partitions = [TopicPartition(name, p) for name, ps in found.items() for p in sorted(ps or ())]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    return partitions
