@@ -15,6 +15,7 @@ from mainstay_common.errors import (
     DependencyTimeout,
     DependencyUnavailable,
     InvalidArgument,
+    map_asyncpg_data_errors,
     map_asyncpg_errors,
 )
 
@@ -251,3 +252,25 @@ async def test_undefined_table_is_left_unmapped(pg: asyncpg.Connection) -> None:
     # module docstring of mainstay_common.errors._adapters.
     with pytest.raises(asyncpg.UndefinedTableError), map_asyncpg_errors():
         await pg.fetchval("SELECT * FROM no_such_table")
+
+
+@pytest.mark.parametrize(
+    ("value", "column"),
+    [
+        (2**40, "int"),  # asyncpg cannot encode it: out of int32 range
+        ("a\x00b", "text"),  # PostgreSQL refuses it: a NUL character in text
+    ],
+)
+async def test_only_data_errors_are_mapped_by_the_data_mapper(
+    pg: asyncpg.Connection, value: object, column: str
+) -> None:
+    await pg.execute(f"CREATE TABLE readings (id int PRIMARY KEY, value {column})")
+
+    with pytest.raises(InvalidArgument) as caught, map_asyncpg_data_errors():
+        await pg.execute("INSERT INTO readings VALUES (1, $1)", value)
+    assert not caught.value.retryable
+    assert str(value) not in caught.value.message
+
+    await pg.execute("INSERT INTO readings (id) VALUES (2)")
+    with pytest.raises(asyncpg.UniqueViolationError), map_asyncpg_data_errors():
+        await pg.execute("INSERT INTO readings (id) VALUES (2)")

@@ -49,6 +49,7 @@ def test_public_names() -> None:
         "grpc_status_for",
         "http_status_for",
         "is_retryable",
+        "map_asyncpg_data_errors",
         "map_asyncpg_errors",
         "map_grpc_errors",
         "map_httpx_errors",

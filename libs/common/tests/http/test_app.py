@@ -223,7 +223,9 @@ async def test_an_unknown_route_has_the_same_shape(service: Service) -> None:
     response = await service.client.get("/nowhere")
 
     assert response.status_code == 404
-    assert response.json() == {"error": {"type": "NotFound", "message": "Not Found"}}
+    assert response.json() == {
+        "error": {"type": "NotFound", "message": "no route matches GET /nowhere"}
+    }
 
 
 async def test_probes_are_not_traced_but_routes_are(service: Service) -> None:

@@ -107,7 +107,13 @@ class IdentityApp(ServiceApp):
         ttl = timedelta(seconds=settings.token_ttl_s)
         keys = key_store(database, settings, secrets)
         await keys.signer()  # the first instance creates the first key
-        self.bus = bus = Bus.for_service("identity", settings, registry=telemetry.registry)
+        self.bus = bus = Bus.for_service(
+            "identity",
+            settings,
+            registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
+            store=database,
+        )
         revocations = RevocationStore(database)
         # Tokens this service signed, and the operators' tokens of MAINSTAY_AUTH_*.
         configured = TokenVerifier.from_settings(settings.auth)
@@ -155,6 +161,7 @@ class IdentityApp(ServiceApp):
             version="v1",
             readiness=[ReadinessCheck("postgres", database.ping)],
             metrics_registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
             token_verifier=verifier,
         )
         install_routes(app, service)

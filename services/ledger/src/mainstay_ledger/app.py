@@ -61,7 +61,12 @@ class LedgerApp(ServiceApp):
         database = await self._database(
             stack, schema=SCHEMA, migrations=MIGRATIONS, reset_sessions=False
         )
-        self.bus = bus = Bus.for_service("ledger", settings, registry=telemetry.registry)
+        self.bus = bus = Bus.for_service(
+            "ledger",
+            settings,
+            registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
+        )
         self.ledger = ledger = Ledger(
             database,
             bus,
@@ -90,6 +95,7 @@ class LedgerApp(ServiceApp):
             version="v1",
             readiness=[ReadinessCheck("postgres", database.ping)],
             metrics_registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
             token_verifier=verifier,
         )
         app.include_router(create_router(database, settings))

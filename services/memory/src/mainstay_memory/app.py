@@ -70,7 +70,13 @@ class MemoryApp(ServiceApp):
         closer = getattr(vectors, "aclose", None)
         if closer is not None:
             stack.push_async_callback(closer)
-        self.bus = bus = Bus.for_service("memory", settings, registry=telemetry.registry)
+        self.bus = bus = Bus.for_service(
+            "memory",
+            settings,
+            registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
+            store=database,
+        )
         verifier = TokenVerifier.from_settings(settings.auth)
         stack.push_async_callback(verifier.aclose)
         self.service = service = MemoryService(
@@ -111,6 +117,7 @@ class MemoryApp(ServiceApp):
                 port=settings.grpc_port,
                 interceptors=[AuthInterceptor(verifier)],
                 grace=settings.shutdown_grace_s,
+                tracer_provider=telemetry.tracer_provider,
             )
         )
         app = create_http_app(
@@ -118,6 +125,7 @@ class MemoryApp(ServiceApp):
             version="v1",
             readiness=[ReadinessCheck("postgres", database.ping)],
             metrics_registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
             token_verifier=verifier,
         )
         await self._serve_http(stack, app)

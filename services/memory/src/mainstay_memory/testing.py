@@ -7,7 +7,7 @@ import contextlib
 import json
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mainstay_common.auth import TokenSigner
 from mainstay_common.settings import AuthSettings, KafkaSettings, PostgresSettings, RetrySettings
@@ -28,6 +28,7 @@ class RunningMemory:
 
     target: str
     signer: TokenSigner
+    topic_prefix: str = ""
 
     def token(self, tenant: str, *scopes: str, subject: str = "agent") -> str:
         return self.signer.mint(subject=subject, tenant=tenant, scopes=list(scopes))
@@ -35,26 +36,30 @@ class RunningMemory:
 
 @contextlib.asynccontextmanager
 async def running_memory(
-    kafka_bootstrap: str, postgres_dsn: str, home: Path
+    kafka_bootstrap: str, postgres_dsn: str, home: Path, **overrides: Any
 ) -> AsyncIterator[RunningMemory]:
-    """The memory service on free ports, its JWKS file in ``home``, until the block ends."""
+    """The memory service on free ports, its JWKS file in ``home``, until the block ends;
+    ``overrides`` replace fields of its settings."""
+    prefix = f"m{uuid.uuid4().hex[:8]}."
     signer = TokenSigner.generate()
     (home / "jwks.json").write_text(json.dumps(signer.jwks()))
     async with temporary_database(postgres_dsn, prefix="memory_test") as dsn:
-        settings = MemorySettings(
-            grpc_port=0,
-            http_port=0,
-            shutdown_grace_s=2.0,
-            kafka=KafkaSettings(
+        fields: dict[str, Any] = {
+            "grpc_port": 0,
+            "http_port": 0,
+            "shutdown_grace_s": 2.0,
+            "kafka": KafkaSettings(
                 bootstrap=kafka_bootstrap,
-                topic_prefix=f"m{uuid.uuid4().hex[:8]}.",
+                topic_prefix=prefix,
                 session_timeout_ms=2000,
                 heartbeat_interval_ms=300,
             ),
-            postgres=PostgresSettings(dsn=dsn),
-            retry=RetrySettings(tier_delays_s=[0.2, 0.4, 0.6]),
-            auth=AuthSettings(jwks_file=str(home / "jwks.json")),
-            curation=CurationSettings(sweep_interval_s=0.2),
-        )
-        async with MemoryApp(settings) as app:
-            yield RunningMemory(target=f"127.0.0.1:{app.grpc_port}", signer=signer)
+            "postgres": PostgresSettings(dsn=dsn),
+            "retry": RetrySettings(tier_delays_s=[0.2, 0.4, 0.6]),
+            "auth": AuthSettings(jwks_file=str(home / "jwks.json")),
+            "curation": CurationSettings(sweep_interval_s=0.2),
+        }
+        async with MemoryApp(MemorySettings(**{**fields, **overrides})) as app:
+            yield RunningMemory(
+                target=f"127.0.0.1:{app.grpc_port}", signer=signer, topic_prefix=prefix
+            )

@@ -69,7 +69,12 @@ class SupervisorApp(ServiceApp):
         stack.push_async_callback(tokens.aclose)
         telemetry = self._telemetry(stack, "supervisor")
         database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
-        self.bus = bus = Bus.for_service("supervisor", settings, registry=telemetry.registry)
+        self.bus = bus = Bus.for_service(
+            "supervisor",
+            settings,
+            registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
+        )
         outbox = Outbox(database)
         self.registry = registry = Registry(database, bus, outbox)
         self.supervision = supervision = Supervision(
@@ -120,6 +125,7 @@ class SupervisorApp(ServiceApp):
             version="v1",
             readiness=[ReadinessCheck("postgres", database.ping)],
             metrics_registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
             token_verifier=verifier,
         )
         app.include_router(create_router(registry, fleet, supervision, monitor))

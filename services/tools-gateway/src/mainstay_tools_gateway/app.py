@@ -75,7 +75,13 @@ class ToolsGatewayApp(ServiceApp):
         database = await self._database(
             stack, schema=SCHEMA, migrations=MIGRATIONS, reset_sessions=False
         )
-        self.bus = bus = Bus.for_service("tools", settings, registry=telemetry.registry)
+        self.bus = bus = Bus.for_service(
+            "tools",
+            settings,
+            registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
+            store=database,
+        )
         outbox = Outbox(database)
         observer = gateway_metrics(telemetry.registry)
         registry = RegistryStore(database, bus, outbox, refresh_s=settings.registry_refresh_s)
@@ -133,6 +139,7 @@ class ToolsGatewayApp(ServiceApp):
             version="v1",
             readiness=[ReadinessCheck("postgres", database.ping)],
             metrics_registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
             token_verifier=verifier,
             lifespan=mcp_endpoint.lifespan,
         )

@@ -203,14 +203,23 @@ class ToolsGateway:
                 suggestions=stop.suggestions,
                 retry_after_s=stop.retry_after_s,
             )
-        except BaseException:
+        except BaseException as exc:
             # The gateway's own trouble (PostgreSQL away, a locked vault): no result
             # to store, so the claim must not hold the key until its lease runs out.
+            # The release waits for PostgreSQL to return: a claim left behind would
+            # answer the command's redelivery "in flight" for the whole lease, and
+            # nothing else would ever answer it.
             if call.claimed and principal is not None:
+                tenant, key = principal.tenant, request.idempotency_key
+
+                async def release() -> None:
+                    await self.calls.release(tenant=tenant, key=key, call_id=call.call_id)
+
                 with contextlib.suppress(Exception):
-                    await self.calls.release(
-                        tenant=principal.tenant, key=request.idempotency_key, call_id=call.call_id
-                    )
+                    if isinstance(exc, Exception):
+                        await _while_database_away(release)
+                    else:  # cancelled: one attempt, no waiting
+                        await release()
             raise
         messages = [self._event_message(result, caused_by)]
         usage = self._usage(result, call.tool)
@@ -262,7 +271,10 @@ class ToolsGateway:
             )
 
         if claimed or not synchronous:
-            await write()
+            # The tool has run: its result is in hand, so a PostgreSQL outage delays the
+            # write rather than failing the call (which would run the tool again, or leave
+            # its claim to answer the redelivery "in flight").
+            await _while_database_away(write)
             return
         await self._writes_behind.acquire()  # bounded: a slow database slows callers down
         task = asyncio.create_task(self._write_behind(write, result.call_id))
@@ -271,21 +283,11 @@ class ToolsGateway:
 
     async def _write_behind(self, write: Callable[[], Awaitable[None]], call_id: str) -> None:
         try:
-            delay = 0.2
-            give_up = time.monotonic() + _WRITE_BEHIND_PATIENCE_S
-            while True:
-                try:
-                    await write()
-                except RetryableError as exc:
-                    if time.monotonic() >= give_up:
-                        _log.error("audit row of call %s is lost: %s", call_id, exc.message)
-                        return
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                except Exception:  # noqa: BLE001 - a background write must log, not vanish
-                    _log.exception("audit row of call %s could not be written", call_id)
-                return
+            await _while_database_away(write)
+        except RetryableError as exc:
+            _log.error("audit row of call %s is lost: %s", call_id, exc.message)
+        except Exception:  # noqa: BLE001 - a background write must log, not vanish
+            _log.exception("audit row of call %s could not be written", call_id)
         finally:
             self._writes_behind.release()
 
@@ -649,3 +651,19 @@ class ToolsGateway:
                 occurred_at=datetime.now(UTC),
             )
         )
+
+
+async def _while_database_away(write: Callable[[], Awaitable[None]]) -> None:
+    """``write``, tried again while PostgreSQL is away (up to the write-behind patience)."""
+    delay = 0.2
+    give_up = time.monotonic() + _WRITE_BEHIND_PATIENCE_S
+    while True:
+        try:
+            await write()
+        except RetryableError:
+            if time.monotonic() >= give_up:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        return

@@ -66,6 +66,7 @@ __all__ = [
     "ErrorMapper",
     "grpc_status_for",
     "http_status_for",
+    "map_asyncpg_data_errors",
     "map_asyncpg_errors",
     "map_grpc_errors",
     "map_httpx_errors",
@@ -158,6 +159,28 @@ def map_asyncpg_errors() -> ErrorMapper:
     ===================================================  =====================
     """
     return ErrorMapper(_translate_asyncpg)
+
+
+def map_asyncpg_data_errors() -> ErrorMapper:
+    """Map only asyncpg's data exceptions (SQLSTATE class 22, and an argument asyncpg cannot
+    encode, such as an integer beyond the column's range or a NUL character in text) to
+    ``InvalidArgument``, as :func:`map_asyncpg_errors` does; every other error passes.
+
+    For code that runs on a connection it did not open itself, such as a consumer's
+    handler in the consumer's transaction: a data exception fails the same way every time,
+    so it must not be retried, while how other database failures are classified stays
+    the handler's own business.
+    """
+    return ErrorMapper(_translate_asyncpg_data)
+
+
+def _translate_asyncpg_data(exc: Exception) -> MainstayError | None:
+    from asyncpg import exceptions as pg  # noqa: PLC0415
+    from asyncpg.exceptions import _base as pg_client  # noqa: PLC0415
+
+    if isinstance(exc, pg.DataError | pg_client.DataError):
+        return _translate_asyncpg(exc)
+    return None
 
 
 def _translate_asyncpg(exc: Exception) -> MainstayError | None:  # noqa: PLR0911 (one return per row of the table)

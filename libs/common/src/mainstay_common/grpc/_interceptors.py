@@ -11,6 +11,9 @@ and the mapping lives in one place:
 * any other exception is a bug: it is logged with its traceback and the call
   ends with INTERNAL and the details ``internal error``, so nothing about the
   server's internals (SQL, paths, secrets in messages) reaches the caller;
+* a request whose bytes do not decode as the method's message type (corrupt wire
+  format, invalid UTF-8 in a string field) ends with INVALID_ARGUMENT naming the
+  problem, where grpc alone would answer UNKNOWN with the server's exception text;
 * an abort the servicer chose itself, and cancellation, pass through untouched.
 
 Interceptors see the handler for a method before it runs, not the call, so the
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
-from mainstay_common.errors import MainstayError, grpc_status_for
+from mainstay_common.errors import InvalidArgument, MainstayError, grpc_status_for
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -42,6 +45,7 @@ logger = logging.getLogger(__name__)
 # Read back by mainstay_common.errors.map_grpc_errors; gRPC metadata keys are lowercase.
 RETRY_AFTER_KEY = "retry-after"
 INTERNAL_DETAILS = "internal error"
+_MAX_DETAILS = 2000
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
@@ -82,9 +86,48 @@ def _wrap_handler(handler: Any, method: str) -> Any:
         return handler
     return factory(
         wrapped,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_tolerant(handler.request_deserializer),
         response_serializer=handler.response_serializer,
     )
+
+
+class _Undecodable:
+    """Stands for a request the deserializer refused, so the method can answer for it.
+
+    grpc itself answers a deserializer's exception with UNKNOWN and the exception's
+    text (naming the server's classes); the wrapped method turns this marker into
+    INVALID_ARGUMENT naming the message type and what was wrong with the bytes.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - any refusal is the caller's bad request
+            return _Undecodable(exc)
+
+    return deserialize
+
+
+def _details(message: str) -> str:
+    """``message``, cut short: details travel as a header, and a message that quotes a
+    huge request would exceed the peer's header limit and turn into RESOURCE_EXHAUSTED."""
+    return message if len(message) <= _MAX_DETAILS else message[:_MAX_DETAILS] + "..."
+
+
+def _refuse_undecodable(request: Any) -> None:
+    """Raise ``InvalidArgument`` when ``request`` is what the deserializer could not read."""
+    if isinstance(request, _Undecodable):
+        # DecodeError says "Error parsing message with type 'x.y.Z': <reason>".
+        reason = str(request.error) or type(request.error).__name__
+        raise InvalidArgument(f"the request is not a valid protobuf message: {reason}")
 
 
 def _wrap_coroutine(
@@ -92,6 +135,7 @@ def _wrap_coroutine(
 ) -> Callable[[Any, Any], Awaitable[Any]]:
     async def mapped(request: Any, context: Any) -> Any:
         try:
+            _refuse_undecodable(request)
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
@@ -107,6 +151,7 @@ def _wrap_async_generator(
 ) -> Callable[[Any, Any], AsyncGenerator[Any]]:
     async def mapped(request: Any, context: Any) -> AsyncGenerator[Any]:
         try:
+            _refuse_undecodable(request)
             # aclosing: a client that hangs up mid-stream closes the servicer's
             # generator now (running its finally blocks), not at garbage collection.
             async with contextlib.aclosing(behavior(request, context)) as responses:
@@ -135,7 +180,7 @@ async def _abort(context: Any, exc: Exception, method: str) -> None:
         trailing: tuple[tuple[str, str], ...] = ()
         if exc.retry_after is not None:
             trailing = ((RETRY_AFTER_KEY, f"{max(0.0, exc.retry_after):g}"),)
-        await context.abort(grpc_status_for(exc), exc.message, trailing)
+        await context.abort(grpc_status_for(exc), _details(exc.message), trailing)
         return
     logger.error("%s failed with an unhandled exception", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAILS)

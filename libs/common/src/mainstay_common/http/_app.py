@@ -21,6 +21,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mainstay_common.auth import attach_verifier
 from mainstay_common.http._errors import install_error_handlers
+from mainstay_common.http._limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_JSON_DEPTH,
+    BodyLimitMiddleware,
+)
 from mainstay_common.http._readiness import as_check, run_checks
 from mainstay_common.telemetry.metrics import HttpMetrics
 
@@ -92,6 +97,8 @@ def create_http_app(
     token_verifier: TokenVerifier | None = None,
     readiness_timeout_s: float = 2.0,
     lifespan: Lifespan[FastAPI] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> FastAPI:
     """A FastAPI app with the Mainstay probes, metrics, tracing and error mapping.
 
@@ -99,6 +106,8 @@ def create_http_app(
     ``metrics_registry`` is what ``/metrics`` exposes and where request metrics
     go. Without providers the OTel globals are used (no spans if none is set).
     ``token_verifier`` is attached for the ``require_principal`` dependency.
+    Request bodies past ``max_body_bytes``, and JSON bodies that are not UTF-8 or
+    nest deeper than ``max_json_depth``, are refused before any route runs.
     """
     checks = [as_check(probe) for probe in readiness]
     names = [check.name for check in checks]
@@ -113,6 +122,10 @@ def create_http_app(
         "exclude": _is_probe,
     }
     app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=telemetry)
+    # Innermost of the three: its refusals go through the error and metrics middleware.
+    app.add_middleware(
+        BodyLimitMiddleware, max_body_bytes=max_body_bytes, max_json_depth=max_json_depth
+    )
     install_error_handlers(app)
     # Added after the error middleware so it wraps it and sees the 500s it produces.
     app.add_middleware(RequestMetricsMiddleware, metrics=HttpMetrics(metrics_registry))

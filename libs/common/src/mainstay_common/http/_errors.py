@@ -83,12 +83,33 @@ async def _mainstay_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.http_status, exc.type_name, exc.message, headers=headers)
 
 
-async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
+def _describe(request: Request, exc: HTTPException) -> str:
+    """The exception's detail; Starlette's bare status phrases say which request they mean."""
+    detail = str(exc.detail)
+    try:
+        phrase = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        return detail
+    if detail != phrase:
+        return detail
+    path = request.url.path
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    if exc.status_code == 404:
+        return f"no route matches {request.method} {shown}"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"method {request.method} is not allowed on {shown}" + (
+            f" (allowed: {allowed})" if allowed else ""
+        )
+    return f"{detail} ({request.method} {shown})"
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     return error_response(
         exc.status_code,
         _type_for_status(exc.status_code),
-        str(exc.detail),
+        _describe(request, exc),
         headers=exc.headers,
     )
 

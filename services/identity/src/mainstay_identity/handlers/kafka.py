@@ -28,7 +28,10 @@ __all__ = ["register_kafka_handlers"]
 
 
 def register_kafka_handlers(
-    bus: Bus, mail: MailService, verifier: TokenVerifier, outbound: EmailOutbound | None
+    bus: Bus,
+    mail: MailService,
+    verifier: TokenVerifier,
+    outbound: EmailOutbound | None,
 ) -> None:
     @bus.subscriber(SEND_MAIL, handler="send-mail")
     async def send_mail(event: Event[SendMailCommand]) -> None:

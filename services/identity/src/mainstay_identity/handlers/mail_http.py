@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mainstay_common.auth import Principal, require_principal
+from mainstay_common.errors import InvalidArgument
 from mainstay_contracts.identity import OPTIONAL_ID_PATTERN, ApprovalAnswer, MailDraft
 
 if TYPE_CHECKING:
@@ -73,9 +74,18 @@ def create_mail_router(mail: MailService) -> APIRouter:
     async def decide(approval_id: MessageId, body: DecisionBody, caller: Caller) -> dict[str, Any]:
         """Answer an approval as one of its human recipients: a reply in its thread to the
         requester, and an ``approval.decided`` event."""
-        answer = ApprovalAnswer.model_validate(
-            {"approval_id": approval_id, "decision": body.decision, "reason": body.reason}
-        )
+        try:
+            answer = ApprovalAnswer.model_validate(
+                {"approval_id": approval_id, "decision": body.decision, "reason": body.reason}
+            )
+        except ValidationError as exc:
+            # The body and the path are checked loosely above; the answer's own rules
+            # (an option's spelling, an id's characters) are the ones that decide.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise InvalidArgument(f"invalid decision: {problems}") from None
         draft = MailDraft(kind="approval-reply", answer=answer, message_id=body.message_id)
         reply = await mail.send(caller, draft)
         return {"approval": await mail.approval(caller, approval_id), "message": reply}

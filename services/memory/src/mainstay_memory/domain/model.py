@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from mainstay_common.errors import InvalidArgument
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -110,6 +112,15 @@ class RememberCommand:
         self, *, record_id: str, valid_from: datetime, created_at: datetime
     ) -> MemoryRecord:
         """The record this write adds (when curation decides to add one)."""
+        try:
+            expires_at = (
+                valid_from + timedelta(seconds=self.ttl_seconds) if self.ttl_seconds else None
+            )
+        except OverflowError:
+            raise InvalidArgument(
+                f"ttl_seconds: {self.ttl_seconds} s after valid_from {valid_from.isoformat()}"
+                " falls past year 9999"
+            ) from None
         return MemoryRecord(
             id=record_id,
             scope=self.scope,
@@ -121,9 +132,7 @@ class RememberCommand:
             source=self.source,
             valid_from=valid_from,
             created_at=created_at,
-            expires_at=(
-                valid_from + timedelta(seconds=self.ttl_seconds) if self.ttl_seconds else None
-            ),
+            expires_at=expires_at,
             idempotency_key=self.idempotency_key,
         )
 

@@ -29,6 +29,7 @@ __all__ = [
     "remember_from_message",
     "remember_from_proto",
     "scope_from_proto",
+    "text_field",
 ]
 
 MAX_CONTENT = 32_000
@@ -49,14 +50,28 @@ _OUTCOMES = {
     "duplicate": pb.OUTCOME_DUPLICATE,
 }
 _LIMITS = {"tenant": 200, "agent_id": 200, "user_id": 200, "session_id": 200}
+# The Kafka contract's limits (mainstay_contracts.memory), held on the gRPC door too:
+# these values are indexed, and PostgreSQL refuses an index entry past ~2.7 kB.
+_KEY_LIMIT = 200
+_MAX_METADATA = 64
+MAX_TTL_S = 100 * 366 * 86_400
+"""A century: longer is a mistake, and past year 9999 no timestamp can hold the expiry."""
+
+
+def text_field(value: str, field: str, limit: int | None = None) -> str:
+    """``value`` unless it is longer than ``limit`` or holds a NUL (PostgreSQL text cannot)."""
+    if limit is not None and len(value) > limit:
+        raise InvalidArgument(f"{field} is longer than {limit} characters")
+    if "\x00" in value:
+        raise InvalidArgument(f"{field} contains a NUL character")
+    return value
 
 
 def scope_from_proto(scope: pb.Scope, *, field: str = "scope") -> Scope:
     if not scope.tenant:
         raise InvalidArgument(f"{field}.tenant is required")
     for name, limit in _LIMITS.items():
-        if len(getattr(scope, name)) > limit:
-            raise InvalidArgument(f"{field}.{name} is longer than {limit} characters")
+        text_field(getattr(scope, name), f"{field}.{name}", limit)
     return Scope(scope.tenant, scope.agent_id, scope.user_id, scope.session_id)
 
 
@@ -69,8 +84,14 @@ def kind_from_proto(value: int, *, field: str = "kind") -> Kind:
         ) from None
 
 
-def _timestamp(ts: Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+def _timestamp(ts: Timestamp, *, field: str) -> datetime:
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(
+            f"{field} is not a valid timestamp (seconds {ts.seconds}, nanos {ts.nanos}):"
+            " it must fall between years 1 and 9999"
+        ) from None
 
 
 def _importance(value: float, *, field: str = "importance") -> float:
@@ -84,26 +105,40 @@ def _importance(value: float, *, field: str = "importance") -> float:
 def _content(text: str) -> str:
     if not text.strip():
         raise InvalidArgument("content must not be empty")
-    if len(text) > MAX_CONTENT:
-        raise InvalidArgument(f"content is longer than {MAX_CONTENT} characters")
-    return text
+    return text_field(text, "content", MAX_CONTENT)
+
+
+def _metadata(entries: dict[str, str]) -> dict[str, str]:
+    if len(entries) > _MAX_METADATA:
+        raise InvalidArgument(f"metadata has more than {_MAX_METADATA} entries")
+    for key, value in entries.items():
+        text_field(key, "metadata key", _KEY_LIMIT)
+        text_field(value, f"metadata[{key!r}]", MAX_CONTENT)
+    return entries
 
 
 def remember_from_proto(request: pb.RememberRequest) -> RememberCommand:
-    if request.ttl_seconds < 0:
-        raise InvalidArgument("ttl_seconds must be >= 0")
+    if not 0 <= request.ttl_seconds <= MAX_TTL_S:
+        raise InvalidArgument(f"ttl_seconds must be between 0 and {MAX_TTL_S}")
     if request.source.step < 0:
         raise InvalidArgument("source.step must be >= 0")
+    valid_from = (
+        _timestamp(request.valid_from, field="valid_from")
+        if request.HasField("valid_from")
+        else None
+    )
     return RememberCommand(
         scope=scope_from_proto(request.scope),
         kind=kind_from_proto(request.kind),
         content=_content(request.content),
-        subject=request.subject.strip(),
-        metadata=dict(request.metadata),
+        subject=text_field(request.subject, "subject", _KEY_LIMIT).strip(),
+        metadata=_metadata(dict(request.metadata)),
         importance=_importance(request.importance),
-        source=Source(request.source.task_id, request.source.step),
-        idempotency_key=request.idempotency_key,
-        valid_from=_timestamp(request.valid_from) if request.HasField("valid_from") else None,
+        source=Source(
+            text_field(request.source.task_id, "source.task_id", _KEY_LIMIT), request.source.step
+        ),
+        idempotency_key=text_field(request.idempotency_key, "idempotency_key", _KEY_LIMIT),
+        valid_from=valid_from,
         ttl_seconds=request.ttl_seconds,
     )
 
@@ -111,6 +146,8 @@ def remember_from_proto(request: pb.RememberRequest) -> RememberCommand:
 def remember_from_message(message: RememberMessage, *, fallback_key: str) -> RememberCommand:
     """A Kafka command; ``fallback_key`` (from ``ce_id``) makes it idempotent without a key."""
     scope = message.scope
+    if message.ttl_seconds > MAX_TTL_S:
+        raise InvalidArgument(f"ttl_seconds must be between 0 and {MAX_TTL_S}")
     return RememberCommand(
         scope=Scope(scope.tenant, scope.agent_id, scope.user_id, scope.session_id),
         kind=Kind(message.kind),
@@ -128,8 +165,7 @@ def remember_from_message(message: RememberMessage, *, fallback_key: str) -> Rem
 def recall_from_proto(request: pb.RecallRequest) -> RecallQuery:
     if not request.query.strip():
         raise InvalidArgument("query must not be empty")
-    if len(request.query) > MAX_CONTENT:
-        raise InvalidArgument(f"query is longer than {MAX_CONTENT} characters")
+    text_field(request.query, "query", MAX_CONTENT)
     if request.top_k < 0 or request.top_k > MAX_TOP_K:
         raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K} (0 means {DEFAULT_TOP_K})")
     if math.isnan(request.min_score) or not 0 <= request.min_score <= 1:
@@ -139,7 +175,7 @@ def recall_from_proto(request: pb.RecallRequest) -> RecallQuery:
         query=request.query,
         kinds=frozenset(kind_from_proto(k, field="kinds") for k in request.kinds),
         top_k=request.top_k or DEFAULT_TOP_K,
-        as_of=_timestamp(request.as_of) if request.HasField("as_of") else None,
+        as_of=_timestamp(request.as_of, field="as_of") if request.HasField("as_of") else None,
         include_superseded=request.include_superseded,
         min_score=request.min_score,
     )

@@ -22,6 +22,7 @@ from mainstay_memory.handlers.convert import (
     record_to_proto,
     remember_from_proto,
     scope_from_proto,
+    text_field,
 )
 from mainstay_memory.store.records import RecordFilter
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from mainstay_memory.service import MemoryService
 
 __all__ = ["MemoryServicer"]
+
+_ID_LIMIT = 200  # record ids are UUIDs; subjects are keys such as user.home_city
 
 
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
@@ -59,6 +62,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def Get(self, request: pb.GetRequest, context: Any) -> pb.GetResponse:  # noqa: N802
         if not request.id:
             raise InvalidArgument("id is required")
+        text_field(request.id, "id", _ID_LIMIT)
         record = await self.service.get(request.id)
         visible(current_principal(), record.scope, request.id)
         return pb.GetResponse(record=record_to_proto(record))
@@ -67,7 +71,9 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         self, request: pb.HistoryRequest, context: Any
     ) -> pb.HistoryResponse:
         principal = current_principal()
+        text_field(request.subject, "subject", _ID_LIMIT)
         if request.id:
+            text_field(request.id, "id", _ID_LIMIT)
             record = await self.service.get(request.id)
             visible(principal, record.scope, request.id)
             versions = await self.service.history_of(record)
@@ -87,6 +93,9 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         def allow(scope: Scope) -> None:
             authorize(principal, "write", scope)
 
+        text_field(request.subject, "subject", _ID_LIMIT)
+        for number, record_id in enumerate(request.ids):
+            text_field(record_id, f"ids[{number}]", _ID_LIMIT)
         if request.ids:
             count = await self.service.forget(ids=list(request.ids), hard=request.hard, allow=allow)
         else:

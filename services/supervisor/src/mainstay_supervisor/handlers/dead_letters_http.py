@@ -26,8 +26,9 @@ DLQ_READ_SCOPE = "supervisor:dlq:read"
 DLQ_ADMIN_SCOPE = "supervisor:dlq:admin"
 Caller = Annotated[Principal, Depends(require_principal)]
 Topic = Annotated[str, Path(min_length=1, max_length=249)]  # Kafka's longest topic name
-Partition = Annotated[int, Path(ge=0)]
-Offset = Annotated[int, Path(ge=0)]
+# Kafka's own widths: a partition is an int32, an offset an int64.
+Partition = Annotated[int, Path(ge=0, le=2**31 - 1)]
+Offset = Annotated[int, Path(ge=0, le=2**63 - 1)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 
@@ -62,7 +63,7 @@ def create_dead_letters_router(dead_letters: DeadLetters) -> APIRouter:
         caller: Caller,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         topic: Annotated[str | None, Query(max_length=249)] = None,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     ) -> dict[str, Any]:
         """Audit entries, newest first; ``before`` (an entry id) pages back."""
         _reader(caller)

@@ -36,6 +36,7 @@ ADMIN_SCOPE = "supervisor:admin"
 Caller = Annotated[Principal, Depends(require_principal)]
 Tenant = Annotated[str, Path(min_length=1, max_length=200)]
 AgentName = Annotated[str, Path(min_length=1, max_length=63)]
+_MAX_INT32 = 2**31 - 1  # versions are PostgreSQL integers
 _MAX_BODY = 1_000_000
 
 
@@ -156,7 +157,10 @@ def create_router(
 
     @router.get("/v1/tenants/{tenant}/agents/{name}/versions/{version}")
     async def version(
-        tenant: Tenant, name: AgentName, version: int, caller: Caller
+        tenant: Tenant,
+        name: AgentName,
+        version: Annotated[int, Path(ge=1, le=_MAX_INT32)],
+        caller: Caller,
     ) -> dict[str, Any]:
         _reader(caller, tenant)
         return (await registry.get(tenant, name, version)).to_json()

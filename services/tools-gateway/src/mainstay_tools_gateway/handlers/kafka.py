@@ -3,10 +3,10 @@
 An invoke command always gets an answer on ``tools.evt.tool-call.v1``, also
 when its token is invalid or its tool unknown: those are classified results,
 not dead letters. Only a malformed message (which the bus rejects before the
-handler runs) goes to the DLQ, and only the gateway's own trouble (PostgreSQL
-down) is retried through the tiers. A redelivered command with the same
-idempotency key (or, without one, the same ``ce_id``) replays the stored
-result instead of calling the tool again.
+handler runs) goes to the DLQ, and only the gateway's own trouble is retried
+through the tiers (while PostgreSQL is down, a command waits for it instead).
+A redelivered command with the same idempotency key (or, without one, the
+same ``ce_id``) replays the stored result instead of calling the tool again.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import contextlib
 import json
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+import httpx
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -49,7 +50,15 @@ from mcp.types import (
     Tool,
     ToolAnnotations,
 )
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from starlette.datastructures import Headers
 
 from mainstay_common.auth import Principal, set_current_principal
@@ -293,6 +302,19 @@ class McpImportBody(BaseModel):
     """The scope every imported tool needs; empty: ``tools:call:<tool name>``."""
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
     """The call timeout of every imported tool."""
+
+    @field_validator("url")
+    @classmethod
+    def _parseable(cls, url: str | None) -> str | None:
+        # Refused here, or the connection attempt fails and it reads as an unreachable server.
+        if url is not None:
+            try:
+                host = httpx.URL(url).host
+            except httpx.InvalidURL as exc:
+                raise ValueError(f"not a valid URL: {exc}") from None
+            if not host:
+                raise ValueError("the URL names no host")
+        return url
 
     @model_validator(mode="after")
     def _consistent(self) -> McpImportBody:
