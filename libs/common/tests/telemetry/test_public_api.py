@@ -11,14 +11,18 @@ def test_telemetry_exports() -> None:
         "BusMetrics",
         "ConsumeOutcome",
         "HttpMetrics",
+        "TASK_ID_ATTRIBUTE",
         "TRACE_HEADERS",
         "Telemetry",
         "TraceContextFilter",
+        "collect_spans",
         "configure_logging",
         "current_trace_ids",
         "extract_trace_context",
         "inject_trace_headers",
         "setup_telemetry",
+        "task_context",
+        "task_id_of",
     ]
     assert all(
         hasattr(mainstay_common.telemetry, name) for name in mainstay_common.telemetry.__all__

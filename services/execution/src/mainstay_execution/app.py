@@ -31,6 +31,7 @@ from mainstay_execution.handlers.kafka import (
 )
 from mainstay_execution.healing import Circuits
 from mainstay_execution.memory import MemoryClient
+from mainstay_execution.metrics import model_circuit_metrics
 from mainstay_execution.ownership import Leases
 from mainstay_execution.providers import Providers
 from mainstay_execution.retention import compact_finished
@@ -90,7 +91,12 @@ class ExecutionApp(ServiceApp):
         database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
         providers = Providers()
         stack.push_async_callback(providers.aclose)
-        self.bus = bus = Bus.for_service("execution", settings, registry=telemetry.registry)
+        self.bus = bus = Bus.for_service(
+            "execution",
+            settings,
+            registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
+        )
         outbox = Outbox(database)
         tasks = Tasks(database, bus, outbox)
         agents = AgentBook()
@@ -99,7 +105,11 @@ class ExecutionApp(ServiceApp):
         stack.push_async_callback(verifier.aclose)
         memory = None
         if settings.memory_target is not None:
-            memory = MemoryClient(settings.memory_target, timeout_s=settings.memory_timeout_s)
+            memory = MemoryClient(
+                settings.memory_target,
+                timeout_s=settings.memory_timeout_s,
+                tracer_provider=telemetry.tracer_provider,
+            )
             stack.push_async_callback(memory.aclose)
         budget = Budget(database, bus, outbox, enabled=settings.ledger)
         tools = ToolCalls(database, bus, outbox, settings)
@@ -110,7 +120,11 @@ class ExecutionApp(ServiceApp):
             tasks=tasks,
             leases=leases,
             provider=providers,
-            circuits=Circuits(failures=settings.circuit_failures, open_s=settings.circuit_open_s),
+            circuits=Circuits(
+                failures=settings.circuit_failures,
+                open_s=settings.circuit_open_s,
+                on_change=model_circuit_metrics(telemetry.registry),
+            ),
             budget=budget,
             tools=tools,
             escalations=escalations,
@@ -165,6 +179,7 @@ class ExecutionApp(ServiceApp):
             version="v1",
             readiness=[ReadinessCheck("postgres", database.ping)],
             metrics_registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
             token_verifier=verifier,
         )
         http = await self._serve_http(stack, app)

@@ -15,7 +15,8 @@ permanent              escalate: a human decides (retry, skip, abort);
 
 A circuit per provider and model opens after ``failures`` failures in a row
 and refuses calls for ``open_s``; then one call is let through (half-open):
-success closes it, failure opens it again.
+success closes it, failure opens it again. ``on_change`` hears each state a
+circuit enters (``closed``, ``half_open``, ``open``), for the metrics.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Action", "Circuit", "Circuits", "backoff", "decide"]
+__all__ = ["Action", "Circuit", "CircuitState", "Circuits", "backoff", "decide"]
 
 Action = Literal["retry", "wait", "fallback", "escalate"]
+CircuitState = Literal["closed", "half_open", "open"]
 
 
 def backoff(
@@ -65,19 +67,29 @@ class Circuits:
     failures: int = 5
     open_s: float = 30.0
     clock: Callable[[], float] = time.monotonic
+    on_change: Callable[[str, str, CircuitState], None] | None = None
     _circuits: dict[tuple[str, str], Circuit] = field(default_factory=dict)
 
     def allows(self, provider: str, model: str) -> bool:
         circuit = self._circuits.get((provider, model))
         if circuit is None or circuit.opened_at is None:
             return True
-        return self.clock() - circuit.opened_at >= self.open_s  # half-open: one try
+        if self.clock() - circuit.opened_at < self.open_s:
+            return False
+        self._changed(provider, model, "half_open")  # one try
+        return True
 
     def succeeded(self, provider: str, model: str) -> None:
-        self._circuits.pop((provider, model), None)
+        if self._circuits.pop((provider, model), None) is not None:
+            self._changed(provider, model, "closed")
 
     def failed(self, provider: str, model: str) -> None:
         circuit = self._circuits.setdefault((provider, model), Circuit())
         circuit.failures += 1
         if circuit.failures >= self.failures:
             circuit.opened_at = self.clock()
+            self._changed(provider, model, "open")
+
+    def _changed(self, provider: str, model: str, state: CircuitState) -> None:
+        if self.on_change is not None:
+            self.on_change(provider, model, state)

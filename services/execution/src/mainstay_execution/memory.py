@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -25,6 +26,9 @@ from opentelemetry import trace
 from mainstay.memory.v1 import memory_pb2 as pb
 from mainstay.memory.v1 import memory_pb2_grpc
 from mainstay_common.grpc import create_channel
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 __all__ = ["MemoryClient", "MemoryUnavailable"]
 
@@ -55,10 +59,14 @@ class MemoryClient:
     ``await aclose()`` when done. Every call has a deadline of ``timeout_s``.
     """
 
-    def __init__(self, target: str, *, timeout_s: float) -> None:
+    def __init__(
+        self, target: str, *, timeout_s: float, tracer_provider: TracerProvider | None = None
+    ) -> None:
         self._target = target
         self._timeout_s = timeout_s
-        self._channel = create_channel(target, default_timeout=timeout_s)
+        self._channel = create_channel(
+            target, default_timeout=timeout_s, tracer_provider=tracer_provider
+        )
         self._stub = memory_pb2_grpc.MemoryServiceStub(self._channel)
 
     async def aclose(self) -> None:

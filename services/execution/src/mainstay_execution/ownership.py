@@ -12,6 +12,7 @@ frozen, rebalanced) cannot write once another has taken over: it is fenced.
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from aiokafka.partitioner import murmur2
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from mainstay_common.db import Connection, Database
 
 __all__ = ["Fenced", "Leases", "partition_of"]
+
+_log = logging.getLogger("mainstay.execution")
 
 
 class Fenced(MainstayError):
@@ -74,7 +77,14 @@ class Leases:
         )
         kept = {row["partition"] for row in rows if self.held.get(row["partition"]) == row["epoch"]}
         for partition in set(self.held) - kept:
-            self.held.pop(partition, None)
+            # The renewal above is itself a fenced write, refused: another instance took
+            # the lease over (this one was frozen, or partitioned away, meanwhile).
+            _log.warning(
+                "partition %d: lease epoch %d was taken over; %s stops writing for it",
+                partition,
+                self.held.pop(partition),
+                self.owner,
+            )
         return kept
 
     @contextlib.asynccontextmanager

@@ -15,9 +15,12 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from opentelemetry import context as otel_context
+
 from mainstay_common.db import after_commit
 from mainstay_common.errors import PermissionDenied, Unauthenticated
 from mainstay_common.lifecycle import cancel_and_wait
+from mainstay_common.telemetry import extract_trace_context, task_context
 from mainstay_contracts.execution import SUBMIT_TASK
 from mainstay_execution.ownership import partition_of
 
@@ -161,11 +164,25 @@ class Execution:
 
     # -- ownership -----------------------------------------------------------------
 
-    def start(self, task_id: str, partition: int) -> None:
-        """Run the task here if this instance holds its partition (else its holder will)."""
+    def start(self, task_id: str, partition: int, *, traceparent: str = "") -> None:
+        """Run the task here if this instance holds its partition (else its holder will).
+
+        The runner goes on in the trace the task was submitted in: the current one (from
+        the submit handler), or the stored ``traceparent`` (after a takeover or restart).
+        Either way its spans name the task.
+        """
         if partition not in self._leases.held or task_id in self.running:
             return
-        runner = asyncio.create_task(self._runner.run(task_id), name=f"task:{task_id}")
+        parent = (
+            extract_trace_context([("traceparent", traceparent.encode("ascii"))])
+            if traceparent
+            else otel_context.get_current()
+        )
+        token = otel_context.attach(task_context(task_id, parent) or parent)
+        try:
+            runner = asyncio.create_task(self._runner.run(task_id), name=f"task:{task_id}")
+        finally:
+            otel_context.detach(token)
         self.running[task_id] = runner
         self._partition_of[task_id] = partition
         runner.add_done_callback(lambda _: self._forget(task_id, runner))
@@ -201,8 +218,8 @@ class Execution:
         for partition in sorted(assigned - kept):
             await self._leases.acquire(partition)
         # Every round, not only on a takeover: a runner that died (PostgreSQL away) restarts.
-        for task_id, partition in await self._tasks.live(assigned):
-            self.start(task_id, partition)
+        for task_id, partition, traceparent in await self._tasks.live(assigned):
+            self.start(task_id, partition, traceparent=traceparent)
         return 0
 
     async def close(self) -> None:

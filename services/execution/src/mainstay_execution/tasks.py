@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mainstay_common.telemetry import inject_trace_headers
 from mainstay_contracts.execution import TASK_EVENTS, TaskEvent
 from mainstay_contracts.supervisor import AgentDefinition
 
@@ -134,9 +135,9 @@ class Tasks:
         """Store a new task as running; None when the id is known (a repeat submission)."""
         row = await tx.fetchrow(
             "INSERT INTO tasks (task_id, tenant, agent, agent_version, partition, definition,"
-            " input, token, principal, cap_micros, deadline, priority, labels, state)"
-            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13::jsonb,"
-            " 'running') ON CONFLICT (task_id) DO NOTHING RETURNING *",
+            " input, token, principal, cap_micros, deadline, priority, labels, traceparent,"
+            " state) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12,"
+            " $13::jsonb, $14, 'running') ON CONFLICT (task_id) DO NOTHING RETURNING *",
             command.task_id,
             command.tenant,
             command.agent,
@@ -150,6 +151,7 @@ class Tasks:
             deadline,
             command.priority,
             json.dumps(command.labels),
+            _traceparent(),
         )
         return None if row is None else Task.of(row)
 
@@ -158,14 +160,15 @@ class Tasks:
         row = await (tx.fetchrow(query, task_id) if tx else self._database.fetchrow(query, task_id))
         return None if row is None else Task.of(row)
 
-    async def live(self, partitions: Iterable[int]) -> list[tuple[str, int]]:
-        """The unfinished tasks of ``partitions`` with their partition, by priority, then age."""
+    async def live(self, partitions: Iterable[int]) -> list[tuple[str, int, str]]:
+        """The unfinished tasks of ``partitions`` with their partition and the traceparent
+        they were submitted in, by priority, then age."""
         rows = await self._database.fetch(
-            "SELECT task_id, partition FROM tasks WHERE partition = ANY($1::int[])"
+            "SELECT task_id, partition, traceparent FROM tasks WHERE partition = ANY($1::int[])"
             " AND state IN ('running', 'waiting') ORDER BY priority, created_at",
             list(partitions),
         )
-        return [(row["task_id"], row["partition"]) for row in rows]
+        return [(row["task_id"], row["partition"], row["traceparent"]) for row in rows]
 
     async def update(self, tx: Connection, task_id: str, **changes: Any) -> Task:
         """Change columns of a live task (names are this module's own, never input).
@@ -247,3 +250,11 @@ class Tasks:
             correlation_id=task.task_id,
         )
         await self._outbox.add(tx, message)
+
+
+def _traceparent() -> str:
+    """The current span's W3C traceparent ('' outside a trace)."""
+    for name, value in inject_trace_headers():
+        if name == "traceparent":
+            return value.decode("ascii")
+    return ""

@@ -375,9 +375,10 @@ async def _catalogue(conn: Connection, names: list[str]) -> dict[str, dict[str, 
 
 
 def _result(event: ToolCallEvent) -> dict[str, Any]:
-    """What the model sees of a final answer: the output, or a structured error."""
+    """What the model sees of a final answer: the output (marked untrusted, as the
+    gateway marks it: data to reason about, never instructions), or a structured error."""
     if event.outcome == "OK":
-        return {"output": event.output}
+        return {"output": event.output, "untrusted": event.untrusted}
     result: dict[str, Any] = {"error": event.outcome, "message": event.message}
     if event.problems:
         result["problems"] = [problem.model_dump() for problem in event.problems]

@@ -9,7 +9,9 @@ with the httpx and asyncpg instrumentations, so code that uses
 ``trace.get_tracer`` works in a deployed service, which runs one setup.
 
 Spans are always recorded, so trace ids exist for logs and propagation; they
-are exported (OTLP/gRPC, batched) only when ``otlp_endpoint`` is set.
+are exported (OTLP/gRPC, batched) only when ``otlp_endpoint`` is set. Every
+provider also stamps each span with its task id (:mod:`._task`) and forwards
+its spans to the process's collectors (:mod:`._collect`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from mainstay_common.telemetry._collect import PROCESS_SPANS
+from mainstay_common.telemetry._task import TaskIdSpanProcessor
 
 if TYPE_CHECKING:
     from mainstay_common.settings import TelemetrySettings
@@ -140,6 +145,9 @@ def setup_telemetry(
         }
     )
     tracer_provider = TracerProvider(resource=resource)
+    # First, so the exporters and collectors see the task id it sets.
+    tracer_provider.add_span_processor(TaskIdSpanProcessor())
+    tracer_provider.add_span_processor(PROCESS_SPANS)
     readers: list[MetricReader] = []
     if settings.otlp_endpoint:
         spans, reader = _exporters(settings.otlp_endpoint)

@@ -7,9 +7,12 @@ Shared by the execution service's own tests, the whole-mesh harness
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
-from mainstay_common.testing import read_records
+from aiokafka import AIOKafkaConsumer
+
+from mainstay_common.testing import assign_from_beginning, read_records
 from mainstay_contracts.execution import TASK_EVENTS
 
 if TYPE_CHECKING:
@@ -43,14 +46,27 @@ async def task_events(
             wait_s=wait_s,
         )
         assert found, f"task {task_id} never got there"
-    every = await read_records(
-        kafka.bootstrap,
-        topic,
-        count=10_000,
-        accept=lambda r: json.loads(r.value)["task_id"] == task_id,
-        wait_s=0.5,
-    )
-    return [json.loads(r.value) for r in every]
+    return [e for e in await _events_so_far(kafka.bootstrap, topic) if e["task_id"] == task_id]
+
+
+async def _events_so_far(bootstrap: str, topic: str, wait_s: float = 30) -> list[dict[str, Any]]:
+    """Every event of ``topic`` up to its end as of now (an ``AssertionError`` if they
+    cannot be read within ``wait_s``, never a silently short list)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await assign_from_beginning(consumer, [topic], wait_s=wait_s)
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + wait_s
+        events: list[dict[str, Any]] = []
+        while [p for p in partitions if await consumer.position(p) < ends[p]]:
+            assert time.monotonic() < deadline, f"{topic} not read to its end in {wait_s} s"
+            batch = await consumer.getmany(*partitions, timeout_ms=300)
+            for records in batch.values():
+                events.extend(json.loads(r.value) for r in records)
+        return events
+    finally:
+        await consumer.stop()
 
 
 async def final_events(

@@ -375,6 +375,8 @@ class FullMesh:
                 max_cost_micros=max_cost_micros,
                 **fields,
             ),
+            tenant=self.tenant,
+            correlation_id=task_id,
         )
         return task_id
 
