@@ -11,16 +11,21 @@ import random
 import sys
 import tempfile
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from _stack import stack  # bench/, the script's own folder, is on sys.path
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from mainstay_common.testing import assign_from_beginning
 from mainstay_contracts.execution import TASK_EVENTS
+from mainstay_contracts.ledger import LEDGER_EVENTS
 from mainstay_contracts.tools import INVOKE_TOOL, TOOL_CALLS
 from mainstay_execution.testing.fake_models import CallTool, HttpFailure, Reply
 from mainstay_execution.testing.mesh import running_mesh
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FINAL",
+    "Baseline",
     "Observed",
     "Observer",
     "StepResponder",
@@ -111,6 +117,8 @@ class Observed:
     """``(record timestamp in ms, InvokeToolCommand)``."""
     results: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     """``(record timestamp in ms, ToolCallEvent)``."""
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    """The ledger's events about the task (with ``Observer(ledger=True)``)."""
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def types(self) -> list[str]:
@@ -128,13 +136,15 @@ class Observer:
     ``tools.evt.tool-call.v1`` from their beginning, without a consumer group, into
     :class:`Observed` records per task. Start it once the mesh created those topics."""
 
-    def __init__(self, kafka: KafkaSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, *, ledger: bool = False) -> None:
         self._kafka = kafka
         self._names = {
             f"{kafka.topic_prefix}{TASK_EVENTS.name}": "event",
             f"{kafka.topic_prefix}{INVOKE_TOOL.name}": "invoke",
             f"{kafka.topic_prefix}{TOOL_CALLS.name}": "result",
         }
+        if ledger:  # the ledger's events about each task too, in :attr:`Observed.ledger`
+            self._names[f"{kafka.topic_prefix}{LEDGER_EVENTS.name}"] = "ledger"
         self.tasks: defaultdict[str, Observed] = defaultdict(Observed)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
@@ -143,18 +153,7 @@ class Observer:
 
     async def __aenter__(self) -> Observer:
         await self._consumer.start()
-        partitions: list[TopicPartition] = []
-        for _ in range(300):
-            await self._consumer.topics()  # refreshes the metadata
-            found = {name: self._consumer.partitions_for_topic(name) for name in self._names}
-            if all(found.values()):
-                partitions = [TopicPartition(n, p) for n, ps in found.items() for p in ps or ()]
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError(f"topics missing: {sorted(self._names)}")
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
+        await assign_from_beginning(self._consumer, self._names)
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -177,6 +176,8 @@ class Observer:
                         task.events.append(payload)
                         if payload["type"] in FINAL:
                             task.ended.set()
+                    elif kind == "ledger":
+                        task.ledger.append(payload)
                     elif kind == "invoke":
                         task.invokes.append((record.timestamp, payload))
                     else:
@@ -201,3 +202,96 @@ def epoch_ms(value: str | float) -> float:
     if isinstance(value, str):
         return datetime.fromisoformat(value).timestamp() * 1000
     return float(value)
+
+
+# -- the baseline ------------------------------------------------------------------------
+
+
+class Baseline:
+    """One Kafka round trip and one PostgreSQL commit, as the services are configured.
+
+    A round trip is what a step's tool call needs at the least: a request record
+    produced (acks=all), consumed by a responder that produces a reply record,
+    and the reply consumed back; then one small INSERT committed.
+    """
+
+    def __init__(self, fm: FullMesh, dsn: str) -> None:
+        self._kafka = fm.kafka
+        self._dsn = dsn
+        self._requests = f"{fm.kafka.topic_prefix}bench.baseline.requests"
+        self._replies = f"{fm.kafka.topic_prefix}bench.baseline.replies"
+        self._producer = AIOKafkaProducer(bootstrap_servers=fm.kafka.bootstrap, acks="all")
+        self._consumer = self._new_consumer()
+        self._responder = self._new_consumer()
+        self._responding: asyncio.Task[None] | None = None
+        self._db: asyncpg.Connection | None = None
+        self.kafka_ms: list[float] = []
+        self.commit_ms: list[float] = []
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self._kafka.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
+        )
+
+    async def __aenter__(self) -> Baseline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._kafka.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(self._requests, 1, 1), NewTopic(self._replies, 1, 1)]
+            )
+        finally:
+            await admin.close()
+        await self._producer.start()
+        for consumer, topic in ((self._consumer, self._replies), (self._responder, self._requests)):
+            await consumer.start()
+            partition = TopicPartition(topic, 0)
+            consumer.assign([partition])
+            await consumer.seek_to_end(partition)
+        self._responding = asyncio.create_task(self._respond())
+        self._db = await asyncpg.connect(self._dsn)
+        await self._db.execute(
+            "CREATE TABLE steps (id text PRIMARY KEY, step int, at timestamptz NOT NULL)"
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._responding is not None:
+            self._responding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._responding
+        await self._responder.stop()
+        await self._consumer.stop()
+        await self._producer.stop()
+        if self._db is not None:
+            await self._db.close()
+
+    async def _respond(self) -> None:
+        """The other end of the round trip: every request answered with a reply."""
+        while True:
+            batch = await self._responder.getmany(timeout_ms=self._kafka.poll_timeout_ms)
+            for records in batch.values():
+                for record in records:
+                    await self._producer.send_and_wait(self._replies, record.value, key=record.key)
+
+    async def once(self) -> float:
+        """One request -> reply round trip, then one commit; its milliseconds."""
+        assert self._db is not None
+        marker = uuid.uuid4().hex.encode()
+        started = time.perf_counter()
+        await self._producer.send_and_wait(self._requests, marker, key=marker)
+        seen = False
+        while not seen:
+            batch = await self._consumer.getmany(timeout_ms=self._kafka.poll_timeout_ms)
+            seen = any(r.value == marker for records in batch.values() for r in records)
+        consumed = time.perf_counter()
+        async with self._db.transaction():
+            await self._db.execute(
+                "INSERT INTO steps VALUES ($1, $2, $3)", marker.decode(), 1, datetime.now(UTC)
+            )
+        done = time.perf_counter()
+        self.kafka_ms.append((consumed - started) * 1000)
+        self.commit_ms.append((done - consumed) * 1000)
+        return (done - started) * 1000

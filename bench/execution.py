@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
 import statistics
@@ -54,10 +53,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-from _mesh import Observer, StepResponder, epoch_ms, log, mesh, ms_between
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from _mesh import Baseline, Observer, StepResponder, epoch_ms, log, mesh, ms_between
 
 from mainstay_common.testing import temporary_database
 from mainstay_execution.settings import ExecutionSettings
@@ -77,99 +73,6 @@ def say(message: str) -> None:
 
 def p50(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
-
-
-# -- the baseline ------------------------------------------------------------------------
-
-
-class Baseline:
-    """One Kafka round trip and one PostgreSQL commit, as the services are configured.
-
-    A round trip is what a step's tool call needs at the least: a request record
-    produced (acks=all), consumed by a responder that produces a reply record,
-    and the reply consumed back; then one small INSERT committed.
-    """
-
-    def __init__(self, fm: FullMesh, dsn: str) -> None:
-        self._kafka = fm.kafka
-        self._dsn = dsn
-        self._requests = f"{fm.kafka.topic_prefix}bench.baseline.requests"
-        self._replies = f"{fm.kafka.topic_prefix}bench.baseline.replies"
-        self._producer = AIOKafkaProducer(bootstrap_servers=fm.kafka.bootstrap, acks="all")
-        self._consumer = self._new_consumer()
-        self._responder = self._new_consumer()
-        self._responding: asyncio.Task[None] | None = None
-        self._db: asyncpg.Connection | None = None
-        self.kafka_ms: list[float] = []
-        self.commit_ms: list[float] = []
-
-    def _new_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            bootstrap_servers=self._kafka.bootstrap,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
-        )
-
-    async def __aenter__(self) -> Baseline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._kafka.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics(
-                [NewTopic(self._requests, 1, 1), NewTopic(self._replies, 1, 1)]
-            )
-        finally:
-            await admin.close()
-        await self._producer.start()
-        for consumer, topic in ((self._consumer, self._replies), (self._responder, self._requests)):
-            await consumer.start()
-            partition = TopicPartition(topic, 0)
-            consumer.assign([partition])
-            await consumer.seek_to_end(partition)
-        self._responding = asyncio.create_task(self._respond())
-        self._db = await asyncpg.connect(self._dsn)
-        await self._db.execute(
-            "CREATE TABLE steps (id text PRIMARY KEY, step int, at timestamptz NOT NULL)"
-        )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._responding is not None:
-            self._responding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._responding
-        await self._responder.stop()
-        await self._consumer.stop()
-        await self._producer.stop()
-        if self._db is not None:
-            await self._db.close()
-
-    async def _respond(self) -> None:
-        """The other end of the round trip: every request answered with a reply."""
-        while True:
-            batch = await self._responder.getmany(timeout_ms=self._kafka.poll_timeout_ms)
-            for records in batch.values():
-                for record in records:
-                    await self._producer.send_and_wait(self._replies, record.value, key=record.key)
-
-    async def once(self) -> float:
-        """One request -> reply round trip, then one commit; its milliseconds."""
-        assert self._db is not None
-        marker = uuid.uuid4().hex.encode()
-        started = time.perf_counter()
-        await self._producer.send_and_wait(self._requests, marker, key=marker)
-        seen = False
-        while not seen:
-            batch = await self._consumer.getmany(timeout_ms=self._kafka.poll_timeout_ms)
-            seen = any(r.value == marker for records in batch.values() for r in records)
-        consumed = time.perf_counter()
-        async with self._db.transaction():
-            await self._db.execute(
-                "INSERT INTO steps VALUES ($1, $2, $3)", marker.decode(), 1, datetime.now(UTC)
-            )
-        done = time.perf_counter()
-        self.kafka_ms.append((consumed - started) * 1000)
-        self.commit_ms.append((done - consumed) * 1000)
-        return (done - started) * 1000
 
 
 # -- the tasks ---------------------------------------------------------------------------
