@@ -272,7 +272,7 @@ async def test_past_its_restart_budget_a_task_is_cancelled_and_the_contact_told(
     assert notice["recipients"] == ["alice"]
     # Cancelling: further silence is not acted on again.
     await mesh.sweep_at(later(seen, 5000))
-    assert len(await mesh.records(CANCEL_TASK, 2, {task_id}, wait_s=1)) == 1
+    assert len(await mesh.records(CANCEL_TASK, 2, {task_id}, wait_s=5)) == 1
 
 
 async def test_restart_intensity_quarantines_the_agent_until_released(mesh: Mesh) -> None:
