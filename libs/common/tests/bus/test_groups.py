@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from mainstay_common.bus import dlq_topic
+from mainstay_common.testing import read_records
+
 from .conftest import ORDERS, Order, order, wait_for
 
 if TYPE_CHECKING:
@@ -126,3 +129,35 @@ async def test_unacknowledged_message_is_redelivered_after_a_crash(make_bus) -> 
 
     async with second:
         await wait_for(lambda: recovered == ["survivor"], what="the redelivery")
+
+
+async def test_a_transient_failure_at_shutdown_is_left_for_the_next_owner_not_dead_lettered(
+    make_bus, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    first = make_bus()
+    failing = asyncio.Event()
+
+    @first.subscriber(ORDERS, handler="ordered", blocking=True)
+    async def ordered(event: Event[Order]) -> None:
+        failing.set()
+        await first.closing.wait()
+        raise RuntimeError("deadlock detected")  # transient: the next try would succeed
+
+    await first.start()
+    await first.publish(ORDERS, order("at-shutdown"))
+    await asyncio.wait_for(failing.wait(), 20)
+    await first.close()
+
+    handled: list[str] = []
+    second = make_bus()
+
+    @second.subscriber(ORDERS, handler="ordered", blocking=True)
+    async def ordered_again(event: Event[Order]) -> None:
+        handled.append(event.payload.order_id)
+
+    async with second:
+        await wait_for(lambda: handled == ["at-shutdown"], what="the redelivery")
+    dead = await read_records(
+        kafka_bootstrap, dlq_topic(f"{topic_prefix}shop.ordered"), count=1, wait_s=3
+    )
+    assert dead == []

@@ -410,6 +410,9 @@ class Consumer(Generic[P]):
                             progress.stop(item, kafka_consumer)  # shutting down
                             return
                         continue  # the same attempt: the message did not fail, its store did
+                    if self._left_for_redelivery(exc, attempt):
+                        progress.stop(item, kafka_consumer)  # shutting down
+                        return
                     if self._retry_in_place(exc, attempt):
                         if not await self._sleep(self.policy.blocking_delay(attempt)):
                             progress.stop(item, kafka_consumer)  # shutting down
@@ -433,6 +436,9 @@ class Consumer(Generic[P]):
                 progress.stop(item, kafka_consumer)
                 return
             await self._handle_alone(item, progress, kafka_consumer, attempt=attempt)
+            return
+        if self._left_for_redelivery(exc, attempt):
+            progress.stop(item, kafka_consumer)
             return
         if self._retry_in_place(exc, attempt):
             if not await self._sleep(self.policy.blocking_delay(attempt)):
@@ -493,6 +499,17 @@ class Consumer(Generic[P]):
         finally:
             if token is not None:
                 otel_context.detach(token)
+
+    def _left_for_redelivery(self, exc: Exception, attempt: int) -> bool:
+        """Whether a message that would be retried in place is left uncommitted instead
+        because the bus is shutting down: the group's next owner tries it again (a
+        transient failure at shutdown, a deadlock say, must not dead-letter it)."""
+        return (
+            self.policy.blocking
+            and is_retryable(exc)
+            and attempt < self.policy.blocking_attempts
+            and self.bus.closing.is_set()
+        )
 
     def _retry_in_place(self, exc: Exception, attempt: int) -> bool:
         return (
