@@ -6,9 +6,11 @@ import asyncio
 import json
 import logging
 import uuid
+from typing import Any
 
 import pytest
 
+from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.testing import read_records
 from mainstay_tools_gateway.domain.redaction import REDACTED
 
@@ -462,3 +464,38 @@ async def test_a_call_the_gateway_itself_cannot_finish_leaves_its_key_free(
         )
         assert response.status_code == 422, response.text
         assert "cannot be decrypted" in response.json()["error"]["message"]
+
+
+async def test_a_claim_whose_answer_was_lost_is_taken_over_by_the_next_try(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL went away as it committed the claim: the gateway saw an error, the
+    key stayed claimed. The command's next try must run the tool, not answer "in
+    flight" until the claim's lease runs out."""
+    name = unique("booking")
+    await gateway.register(gateway.http_tool(name, "/echo", side_effects=True))
+    key = f"task-{uuid.uuid4().hex[:6]}:1"
+    assert gateway.app.gateway is not None
+    calls = gateway.app.gateway.calls
+    claim = calls.claim
+
+    async def committed_but_unanswered(**fields: Any) -> Any:
+        monkeypatch.setattr(calls, "claim", claim)
+        await claim(**fields)
+        raise DependencyUnavailable("database: the connection was lost")
+
+    monkeypatch.setattr(calls, "claim", committed_but_unanswered)
+    response = await gateway.http.post(
+        f"/v1/tools/{name}/invoke",
+        json={"arguments": {"seat": "3C"}, "idempotency_key": key},
+        headers=gateway.headers("acme", [f"tools:call:{name}"]),
+    )
+    assert response.status_code == 503, response.text
+    assert gateway.tools.by_key.get(key, 0) == 0
+
+    retried = await gateway.invoke(name, {"seat": "3C"}, idempotency_key=key)
+    assert retried["outcome"] == "OK", retried
+    assert retried["replayed"] is False
+    assert gateway.tools.by_key[key] == 1
+    assert (await gateway.invoke(name, {"seat": "3C"}, idempotency_key=key))["replayed"] is True
+    assert gateway.tools.by_key[key] == 1

@@ -67,6 +67,8 @@ AUDIT_SCOPE = "tools:audit"
 
 _MAX_WRITES_BEHIND = 256
 _WRITE_BEHIND_PATIENCE_S = 60.0
+_MAX_UNSURE_CLAIMS = 10_000
+"""Claims with a lost answer remembered (the oldest are forgotten; their lease frees them)."""
 _SYNCHRONOUS = frozenset({"http", "mcp"})
 """Doors whose caller gets the result in the answer: their events may leave with the
 outbox relay's next pass instead of waking it for every call (the relay's work per
@@ -145,6 +147,8 @@ class ToolsGateway:
         self._bus = bus
         self._max_output_bytes = max_output_bytes
         self._claim_lease_s = claim_lease_s
+        # (tenant, key) -> the call id of a claim whose answer was lost (see _claim)
+        self._unsure_claims: dict[tuple[str, str], str] = {}
         self._observer = observer or CallObserver()
         # tool name -> (the definition compiled, its input and output checks)
         self._checks: dict[str, tuple[ToolSpec, tuple[SchemaCheck, SchemaCheck | None]]] = {}
@@ -333,16 +337,33 @@ class ToolsGateway:
     async def _claim(
         self, call: _Call, principal: Principal, tool: ToolSpec
     ) -> ToolCallEvent | None:
-        """Step 3: the stored result of an answered key, else claim the key for this call."""
+        """Step 3: the stored result of an answered key, else claim the key for this call.
+
+        A claim whose answer was lost (PostgreSQL went away as it committed) may hold
+        the key: the next try of the same key here uses that claim's call id, which
+        the claim lets take over its own running row, so the key is not "in flight"
+        until the lease runs out. Another instance never knows the id: the lease
+        still keeps it out.
+        """
         key = call.request.idempotency_key
-        claim = await self.calls.claim(
-            tenant=principal.tenant,
-            key=key,
-            call_id=call.call_id,
-            tool=tool.name,
-            args_digest=call.digest,
-            lease_s=self._claim_lease_s,
-        )
+        slot = (principal.tenant, key)
+        call.call_id = self._unsure_claims.get(slot, call.call_id)
+        try:
+            claim = await self.calls.claim(
+                tenant=principal.tenant,
+                key=key,
+                call_id=call.call_id,
+                tool=tool.name,
+                args_digest=call.digest,
+                lease_s=self._claim_lease_s,
+            )
+        except RetryableError:
+            self._unsure_claims.pop(slot, None)  # kept in order of the last trouble
+            self._unsure_claims[slot] = call.call_id
+            while len(self._unsure_claims) > _MAX_UNSURE_CLAIMS:
+                del self._unsure_claims[next(iter(self._unsure_claims))]
+            raise
+        self._unsure_claims.pop(slot, None)
         if claim.state == "replay":
             return claim.result
         if claim.state == "busy":

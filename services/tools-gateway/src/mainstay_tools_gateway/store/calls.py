@@ -79,7 +79,8 @@ class CallStore:
                     " now() + make_interval(secs => $6))"
                     " ON CONFLICT (tenant, idempotency_key) DO UPDATE SET call_id = EXCLUDED.call_id,"
                     " lease_until = EXCLUDED.lease_until"
-                    " WHERE calls.state = 'running' AND calls.lease_until < now()"
+                    " WHERE calls.state = 'running'"
+                    " AND (calls.lease_until < now() OR calls.call_id = EXCLUDED.call_id)"
                     " AND calls.tool = EXCLUDED.tool AND calls.args_digest = EXCLUDED.args_digest"
                     " RETURNING call_id",
                     tenant,
