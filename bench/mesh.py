@@ -22,9 +22,11 @@ that produces a reply, the reply consumed back, with the services'
 ``fetch_max_wait_ms``) is measured ``--round-trips`` (100) times.
 
 The last line printed is one JSON object: per level ``offered_tasks_per_s``,
-``tasks_per_s``, ``completed``, ``failed`` and the latency ``p50_ms`` /
-``p95_ms`` / ``p99_ms``; ``max_tasks_per_s`` over the levels; and the broker
-round trip's ``p50_ms`` / ``p95_ms`` / ``p99_ms``.
+``tasks_per_s``, ``completed``, ``failed``, the latency ``p50_ms`` /
+``p95_ms`` / ``p99_ms`` and ``cpu_percent`` (per part of the mesh, in percent
+of one core: which part is the bottleneck); ``max_tasks_per_s`` over the
+levels; ``idle_cpu_percent`` (the same, ``--idle-s`` with no task); and the
+broker round trip's ``p50_ms`` / ``p95_ms`` / ``p99_ms``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from _cpu import CpuMeter
 from _mesh import Baseline, Observer, StepResponder, log, mesh, ms_between
 
 from mainstay_common.testing import temporary_database
@@ -170,13 +173,19 @@ async def measure(
         await baseline.once()
     round_trip = percentiles(baseline.kafka_ms)
     say(f"broker round trip p50 {round_trip['p50_ms']} ms")
+    cpu = CpuMeter()
+    await asyncio.sleep(args.idle_s)
+    idle = cpu.mark()
+    say(f"CPU % of one core, idle mesh: {idle}")
     levels = []
     for rate in args.rates:
+        cpu.mark()
         level = await one_level(fm, observer, rate, args.seconds, args.drain_s)
+        level["cpu_percent"] = cpu.mark()
         levels.append(level)
         say(
             f"offered {rate}/s: {level['tasks_per_s']}/s completed, p50 {level['p50_ms']} ms,"
-            f" p99 {level['p99_ms']} ms, {level['outcomes']}"
+            f" p99 {level['p99_ms']} ms, {level['outcomes']}, CPU % {level['cpu_percent']}"
         )
         if level["tasks_per_s"] < SATURATED * rate:
             say(f"saturated at {rate}/s")
@@ -195,6 +204,7 @@ async def measure(
             ),
             None,
         ),
+        "idle_cpu_percent": idle,
         "broker_round_trip": {**round_trip, "samples": len(baseline.kafka_ms)},
         "kafka_fetch_max_wait_ms": fm.kafka.fetch_max_wait_ms,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -212,6 +222,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each level")
     parser.add_argument("--tool-steps", type=int, default=1, help="tool calls a task makes")
     parser.add_argument("--round-trips", type=int, default=100, help="broker round trips timed")
+    parser.add_argument(
+        "--idle-s", type=float, default=10.0, help="how long the idle mesh's CPU is measured"
+    )
     parser.add_argument(
         "--drain-s", type=float, default=60.0, help="how long a level's last tasks may take"
     )
