@@ -347,7 +347,8 @@ class ToolsGateway:
         """
         key = call.request.idempotency_key
         slot = (principal.tenant, key)
-        call.call_id = self._unsure_claims.get(slot, call.call_id)
+        # Taken, not read: of two tries at once only one may take the claim over.
+        call.call_id = self._unsure_claims.pop(slot, call.call_id)
         try:
             claim = await self.calls.claim(
                 tenant=principal.tenant,
@@ -358,12 +359,10 @@ class ToolsGateway:
                 lease_s=self._claim_lease_s,
             )
         except RetryableError:
-            self._unsure_claims.pop(slot, None)  # kept in order of the last trouble
-            self._unsure_claims[slot] = call.call_id
+            self._unsure_claims[slot] = call.call_id  # newest last: the oldest go first
             while len(self._unsure_claims) > _MAX_UNSURE_CLAIMS:
                 del self._unsure_claims[next(iter(self._unsure_claims))]
             raise
-        self._unsure_claims.pop(slot, None)
         if claim.state == "replay":
             return claim.result
         if claim.state == "busy":
