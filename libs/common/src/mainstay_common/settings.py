@@ -87,6 +87,12 @@ class PostgresSettings(BaseSettings):
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
     command_timeout_s: float = Field(default=30.0, gt=0)
+    close_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long closing waits for connections still in use before it"
+        " terminates them (a stuck query must not stop a shutdown).",
+    )
 
 
 class RetrySettings(BaseSettings):

@@ -121,3 +121,32 @@ def test_a_session_without_servers_gets_an_embedded_stack(tmp_path: Path) -> Non
         assert "1 passed, 1 deselected" in deselected.stdout
     finally:
         shutil.rmtree(inner_tmp, ignore_errors=True)
+
+
+HANGING_TEST = """\
+import asyncio
+
+import pytest
+
+
+async def waits_for_an_answer_that_never_comes(event):
+    await event.wait()
+
+
+@pytest.mark.timeout(12)
+async def test_hangs():
+    await waits_for_an_answer_that_never_comes(asyncio.Event())
+"""
+
+
+def test_a_test_about_to_time_out_shows_what_its_asyncio_tasks_wait_for(tmp_path: Path) -> None:
+    (tmp_path / "pytest.ini").write_text(INI)
+    (tmp_path / "test_inner.py").write_text(HANGING_TEST)
+    result = _run_inner(tmp_path, tmp_path / "unused.json", tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Timeout (>12.0s) from pytest-timeout" in output
+    assert "test_inner.py::test_hangs: about to time out" in output
+    # The task's own coroutine chain, down to the line that waits.
+    assert "waits_for_an_answer_that_never_comes" in output
+    assert "await event.wait()" in output

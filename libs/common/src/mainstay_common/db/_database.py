@@ -7,6 +7,7 @@ a service names its tables without qualification.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -124,9 +125,24 @@ class Database(Resource):
             )
 
     async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+        """Close the pool once its connections are back, terminating any still in use
+        after ``close_timeout_s`` (asyncpg's close alone waits for them forever)."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        in_use = pool.get_size() - pool.get_idle_size()
+        try:
+            async with asyncio.timeout(self._settings.close_timeout_s):
+                await pool.close()
+        except TimeoutError:  # asyncpg has terminated the connections on the cancellation
+            pool.terminate()
+            _log.warning(
+                "schema %s: of %d connection(s) in use at close, some were still in use"
+                " after %.1f s; terminated",
+                self.schema,
+                in_use,
+                self._settings.close_timeout_s,
+            )
 
     async def ping(self) -> None:
         """Readiness check: raises DependencyUnavailable when PostgreSQL does not answer."""

@@ -20,11 +20,20 @@ Fixtures:
 
 Every test that uses ``mainstay_stack``, directly or through another fixture,
 gets the ``real`` marker, so ``-m "not real"`` runs only the in-memory tier.
+
+A test with a timeout (pytest-timeout's ``timeout`` marker or setting) that is
+still running a few seconds before it prints the stack of every asyncio task:
+pytest-timeout shows the threads, where an event loop only ever sits in
+``select``, not what its tasks wait for.
 """
 
 from __future__ import annotations
 
+import asyncio
+import linecache
 import os
+import sys
+import threading
 import uuid
 from typing import TYPE_CHECKING
 
@@ -32,7 +41,7 @@ import pytest
 import pytest_asyncio
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
     from mainstay_common.testing._addresses import StackAddresses
 
@@ -43,6 +52,7 @@ __all__ = [
     "postgres_dsn",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_runtest_protocol",
     "topic_prefix",
 ]
 
@@ -65,6 +75,90 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "mainstay_stack" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real)
+
+
+_DUMP_AHEAD_S = 5.0
+
+
+def _timeout_s(item: pytest.Item) -> float:
+    """The item's pytest-timeout budget in seconds, 0 for none."""
+    marker = item.get_closest_marker("timeout")
+    value: object = None
+    if marker is not None:
+        value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    else:
+        try:
+            value = item.config.getoption("timeout", None) or item.config.getini("timeout")
+        except ValueError:  # pytest-timeout is not installed
+            return 0.0
+    try:
+        return float(value or 0)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _awaiting_chain(awaitable: object) -> Iterator[str]:
+    """``file:line in function`` and the source line, down the chain of awaits."""
+    seen = 0
+    while awaitable is not None and seen < 50:
+        seen += 1
+        frame = None
+        for frame_name, next_name in (
+            ("cr_frame", "cr_await"),
+            ("ag_frame", "ag_await"),
+            ("gi_frame", "gi_yieldfrom"),
+        ):
+            if hasattr(awaitable, frame_name):
+                frame = getattr(awaitable, frame_name)
+                awaitable = getattr(awaitable, next_name, None)
+                break
+        else:
+            yield f"  waiting on {awaitable!r}"
+            return
+        if frame is None:  # finished
+            return
+        code = frame.f_code
+        line = linecache.getline(code.co_filename, frame.f_lineno).strip()
+        yield f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}'
+        if line:
+            yield f"    {line}"
+
+
+def _dump_asyncio_tasks(nodeid: str) -> None:
+    """Print what every asyncio task is waiting for (read from a timer thread)."""
+    tasks = getattr(asyncio.tasks, "_all_tasks", ())
+    for _ in range(3):
+        try:
+            pending = [task for task in list(tasks) if not task.done()]
+            break
+        except RuntimeError:  # the set changed while it was copied
+            continue
+    else:
+        return
+    lines = [f"+++ {nodeid}: about to time out; {len(pending)} asyncio tasks +++"]
+    for task in pending:
+        lines.append(f"--- task {task.get_name()}")
+        try:
+            lines.extend(_awaiting_chain(task.get_coro()))
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            lines.append(f"  (no stack: {exc!r})")
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    seconds = _timeout_s(item)
+    timer = None
+    if seconds > 2 * _DUMP_AHEAD_S:
+        timer = threading.Timer(seconds - _DUMP_AHEAD_S, _dump_asyncio_tasks, (item.nodeid,))
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
