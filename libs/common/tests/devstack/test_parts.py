@@ -106,6 +106,30 @@ def test_a_service_gets_the_stack_addresses(fake_repo: Path, tmp_path: Path) -> 
     assert env["IDENTITY_KEY_SECRET_FILE"] == str(tmp_path / "identity.key")
     assert env["TOOLS_GATEWAY_VAULT_KEY_FILE"] == str(tmp_path / "vault.key")
     assert env["PYTHONPATH"].split(":") == [str(service.src), "/elsewhere"]
+    # Consumer timing is the broker's business unless the stack runs the embedded one.
+    assert "MAINSTAY_KAFKA_SESSION_TIMEOUT_MS" not in env
+
+
+def test_on_the_embedded_broker_consumers_join_faster(fake_repo: Path, tmp_path: Path) -> None:
+    [service] = discover_services(fake_repo)
+
+    def env_of(base: dict[str, str]) -> dict[str, str]:
+        return service_environment(
+            service,
+            base,
+            home=tmp_path,
+            kafka_bootstrap="127.0.0.1:1",
+            postgres_dsn="postgresql://x@127.0.0.1:2/x",
+            topic_prefix="",
+            embedded_broker=True,
+        )
+
+    env = env_of({})
+    # It holds a join for half the session timeout: 2 s per consumer group, not 5.
+    assert env["MAINSTAY_KAFKA_SESSION_TIMEOUT_MS"] == "4000"
+    assert env["MAINSTAY_KAFKA_HEARTBEAT_INTERVAL_MS"] == "1000"
+    own = env_of({"MAINSTAY_KAFKA_SESSION_TIMEOUT_MS": "30000"})
+    assert own["MAINSTAY_KAFKA_SESSION_TIMEOUT_MS"] == "30000"
 
 
 def test_the_developers_own_auth_settings_win(fake_repo: Path, tmp_path: Path) -> None:

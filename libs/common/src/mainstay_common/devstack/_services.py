@@ -149,6 +149,10 @@ def _mesh_settings(
     return wanted
 
 
+_EMBEDDED_SESSION_TIMEOUT_MS = 4_000
+_EMBEDDED_HEARTBEAT_MS = 1_000
+
+
 def service_environment(
     spec: ServiceSpec,
     base: Mapping[str, str],
@@ -158,8 +162,14 @@ def service_environment(
     postgres_dsn: str,
     topic_prefix: str,
     identity_port: int | None = None,
+    embedded_broker: bool = False,
 ) -> dict[str, str]:
     """The environment of one service process: the caller's plus the stack's addresses.
+
+    On the embedded broker (``embedded_broker``) consumers get a 4 s session
+    timeout: that broker holds a new member's join for half the session timeout,
+    so the default 10 s costs a service 5 s per consumer group at start-up
+    (execution has eight).
 
     ``identity_port`` is where the stack's identity service listens (on
     loopback); every service then verifies tokens against its JWKS and reads its
@@ -173,6 +183,9 @@ def service_environment(
     env["MAINSTAY_HOME"] = str(home)
     if topic_prefix:
         env["MAINSTAY_KAFKA_TOPIC_PREFIX"] = topic_prefix
+    if embedded_broker:
+        env.setdefault("MAINSTAY_KAFKA_SESSION_TIMEOUT_MS", str(_EMBEDDED_SESSION_TIMEOUT_MS))
+        env.setdefault("MAINSTAY_KAFKA_HEARTBEAT_INTERVAL_MS", str(_EMBEDDED_HEARTBEAT_MS))
     if identity_url is not None:
         env[_IDENTITY_PORT_ENV] = str(identity_port)
         # A JWKS file the developer names is their choice too (a URL would take precedence).

@@ -353,6 +353,7 @@ class EmbeddedStack:
             postgres_dsn=self.postgres_dsn,
             topic_prefix=self._topic_prefix,
             identity_port=port,
+            embedded_broker=not self._external_kafka,
         )
 
     async def _ensure_identity(self, spec: ServiceSpec, port: int) -> None:
