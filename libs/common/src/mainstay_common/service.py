@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mainstay_common.bus import Bus
 from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations
 from mainstay_common.heartbeat import Heartbeats
 from mainstay_common.http import HttpServer
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp
 
-    from mainstay_common.bus import Bus
     from mainstay_common.settings import ServiceSettings
     from mainstay_common.telemetry import Telemetry
 
@@ -51,6 +51,20 @@ class ServiceApp(StackedResource):
         )
         stack.push_async_callback(telemetry.aclose)
         return telemetry
+
+    def _bus(self, service: str, telemetry: Telemetry, *, store: Database | None = None) -> Bus:
+        """The service's bus (``self.bus``), measured and traced with the rest of it.
+
+        ``store``: the database its plain subscribers write to (see :meth:`Bus.subscriber`).
+        """
+        self.bus = Bus.for_service(
+            service,
+            self.settings,
+            registry=telemetry.registry,
+            tracer_provider=telemetry.tracer_provider,
+            store=store,
+        )
+        return self.bus
 
     async def _database(
         self,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mainstay_common.auth import TokenSource, TokenVerifier
-from mainstay_common.bus import Bus, group_id
+from mainstay_common.bus import group_id
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.errors import InvalidArgument
 from mainstay_common.http import ReadinessCheck, create_http_app
@@ -91,12 +91,7 @@ class ExecutionApp(ServiceApp):
         database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
         providers = Providers()
         stack.push_async_callback(providers.aclose)
-        self.bus = bus = Bus.for_service(
-            "execution",
-            settings,
-            registry=telemetry.registry,
-            tracer_provider=telemetry.tracer_provider,
-        )
+        bus = self._bus("execution", telemetry)
         outbox = Outbox(database)
         tasks = Tasks(database, bus, outbox)
         agents = AgentBook()

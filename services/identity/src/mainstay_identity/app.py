@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mainstay_common.auth import TokenVerifier
-from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.http import ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import cancel_and_wait, sweep_forever
@@ -107,13 +106,7 @@ class IdentityApp(ServiceApp):
         ttl = timedelta(seconds=settings.token_ttl_s)
         keys = key_store(database, settings, secrets)
         await keys.signer()  # the first instance creates the first key
-        self.bus = bus = Bus.for_service(
-            "identity",
-            settings,
-            registry=telemetry.registry,
-            tracer_provider=telemetry.tracer_provider,
-            store=database,
-        )
+        bus = self._bus("identity", telemetry, store=database)
         revocations = RevocationStore(database)
         # Tokens this service signed, and the operators' tokens of MAINSTAY_AUTH_*.
         configured = TokenVerifier.from_settings(settings.auth)

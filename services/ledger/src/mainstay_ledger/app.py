@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mainstay_common.auth import TokenSource, TokenVerifier
-from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.http import ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import cancel_and_wait, sweep_forever
@@ -61,12 +60,7 @@ class LedgerApp(ServiceApp):
         database = await self._database(
             stack, schema=SCHEMA, migrations=MIGRATIONS, reset_sessions=False
         )
-        self.bus = bus = Bus.for_service(
-            "ledger",
-            settings,
-            registry=telemetry.registry,
-            tracer_provider=telemetry.tracer_provider,
-        )
+        bus = self._bus("ledger", telemetry)
         self.ledger = ledger = Ledger(
             database,
             bus,

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from mainstay.memory.v1 import memory_pb2_grpc
 from mainstay_common.auth import AuthInterceptor, TokenVerifier
-from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.grpc import GrpcServer
 from mainstay_common.http import ReadinessCheck, create_http_app
@@ -70,13 +69,7 @@ class MemoryApp(ServiceApp):
         closer = getattr(vectors, "aclose", None)
         if closer is not None:
             stack.push_async_callback(closer)
-        self.bus = bus = Bus.for_service(
-            "memory",
-            settings,
-            registry=telemetry.registry,
-            tracer_provider=telemetry.tracer_provider,
-            store=database,
-        )
+        bus = self._bus("memory", telemetry, store=database)
         verifier = TokenVerifier.from_settings(settings.auth)
         stack.push_async_callback(verifier.aclose)
         self.service = service = MemoryService(

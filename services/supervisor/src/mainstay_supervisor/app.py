@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mainstay_common.auth import TokenSource, TokenVerifier
-from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.http import ReadinessCheck, create_http_app
 from mainstay_common.lifecycle import cancel_and_wait, sweep_forever
@@ -69,12 +68,7 @@ class SupervisorApp(ServiceApp):
         stack.push_async_callback(tokens.aclose)
         telemetry = self._telemetry(stack, "supervisor")
         database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
-        self.bus = bus = Bus.for_service(
-            "supervisor",
-            settings,
-            registry=telemetry.registry,
-            tracer_provider=telemetry.tracer_provider,
-        )
+        bus = self._bus("supervisor", telemetry)
         outbox = Outbox(database)
         self.registry = registry = Registry(database, bus, outbox)
         self.supervision = supervision = Supervision(

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from starlette.routing import Route
 
 from mainstay_common.auth import TokenVerifier
-from mainstay_common.bus import Bus
 from mainstay_common.db import Outbox, OutboxRelay
 from mainstay_common.http import ReadinessCheck, create_http_app
 from mainstay_common.service import ServiceApp
@@ -75,13 +74,7 @@ class ToolsGatewayApp(ServiceApp):
         database = await self._database(
             stack, schema=SCHEMA, migrations=MIGRATIONS, reset_sessions=False
         )
-        self.bus = bus = Bus.for_service(
-            "tools",
-            settings,
-            registry=telemetry.registry,
-            tracer_provider=telemetry.tracer_provider,
-            store=database,
-        )
+        bus = self._bus("tools", telemetry, store=database)
         outbox = Outbox(database)
         observer = gateway_metrics(telemetry.registry)
         registry = RegistryStore(database, bus, outbox, refresh_s=settings.registry_refresh_s)
