@@ -23,7 +23,7 @@ from _stack import stack  # bench/, the script's own folder, is on sys.path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from mainstay_common.testing import assign_from_beginning
+from mainstay_common.testing import TopicTail
 from mainstay_contracts.execution import TASK_EVENTS
 from mainstay_contracts.ledger import LEDGER_EVENTS
 from mainstay_contracts.tools import INVOKE_TOOL, TOOL_CALLS
@@ -32,6 +32,8 @@ from mainstay_execution.testing.mesh import running_mesh
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+
+    from aiokafka import ConsumerRecord
 
     from mainstay_common.settings import KafkaSettings
     from mainstay_execution.testing.fake_models import FakeRequest, Step
@@ -146,42 +148,29 @@ class Observer:
         if ledger:  # the ledger's events about each task too, in :attr:`Observed.ledger`
             self._names[f"{kafka.topic_prefix}{LEDGER_EVENTS.name}"] = "ledger"
         self.tasks: defaultdict[str, Observed] = defaultdict(Observed)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
-        )
-        self._reader: asyncio.Task[None] | None = None
+        self._tail = TopicTail(kafka.bootstrap, self._names, self._on_record, fetch_max_wait_ms=10)
 
     async def __aenter__(self) -> Observer:
-        await self._consumer.start()
-        await assign_from_beginning(self._consumer, self._names)
-        self._reader = asyncio.create_task(self._read())
+        await self._tail.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        await self._consumer.stop()
+        await self._tail.__aexit__(*exc)
 
-    async def _read(self) -> None:
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=50)
-            for partition, records in batch.items():
-                kind = self._names[partition.topic]
-                for record in records:
-                    payload = json.loads(record.value)
-                    task = self.tasks[payload.get("task_id", "")]
-                    if kind == "event":
-                        task.events.append(payload)
-                        if payload["type"] in FINAL:
-                            task.ended.set()
-                    elif kind == "ledger":
-                        task.ledger.append(payload)
-                    elif kind == "invoke":
-                        task.invokes.append((record.timestamp, payload))
-                    else:
-                        task.results.append((record.timestamp, payload))
+    def _on_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        kind = self._names[record.topic]
+        payload = json.loads(record.value)
+        task = self.tasks[payload.get("task_id", "")]
+        if kind == "event":
+            task.events.append(payload)
+            if payload["type"] in FINAL:
+                task.ended.set()
+        elif kind == "ledger":
+            task.ledger.append(payload)
+        elif kind == "invoke":
+            task.invokes.append((record.timestamp, payload))
+        else:
+            task.results.append((record.timestamp, payload))
 
     async def ended(self, task_id: str, wait_s: float) -> bool:
         """Whether the task ended within ``wait_s``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ _schemas_seen: list[tuple[str, str]] = []
 def test_public_names_are_stable() -> None:
     assert testing.__all__ == [
         "StackAddresses",
+        "TopicTail",
         "assign_from_beginning",
         "read_records",
         "start_test_stack",
@@ -62,6 +64,36 @@ async def test_a_message_goes_through_the_session_broker(
     finally:
         await consumer.stop()
     assert record.value == b"hello"
+
+
+async def test_a_topic_tail_hands_over_what_was_there_and_what_comes(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    topics = [f"{topic_prefix}plugin.evt.tail-{n}.v1" for n in (1, 2)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 2, 1) for topic in topics])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
+    await producer.start()
+    seen: list[tuple[str, bytes]] = []
+    try:
+        await producer.send_and_wait(topics[0], b"before", partition=1)
+        async with testing.TopicTail(
+            kafka_bootstrap, topics, lambda r: seen.append((r.topic, r.value))
+        ):
+            await producer.send_and_wait(topics[1], b"after", partition=0)
+            for _ in range(200):
+                if len(seen) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        await producer.send_and_wait(topics[1], b"once stopped", partition=0)
+        await asyncio.sleep(0.3)
+    finally:
+        await producer.stop()
+    assert sorted(seen) == [(topics[0], b"before"), (topics[1], b"after")]
 
 
 async def test_pg_schema_exists_during_the_test(postgres_dsn: str, pg_schema: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -13,7 +15,9 @@ if TYPE_CHECKING:
 
     from aiokafka import ConsumerRecord
 
-__all__ = ["assign_from_beginning", "read_records"]
+__all__ = ["TopicTail", "assign_from_beginning", "read_records"]
+
+_log = logging.getLogger(__name__)
 
 
 async def read_records(
@@ -66,3 +70,59 @@ async def assign_from_beginning(
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
     return partitions
+
+
+class TopicTail:
+    """Hands every record of ``topics``, from their beginning on, to ``on_record``.
+
+    ``async with`` starts it (once every topic exists) and stops it. It reads in the
+    background without a consumer group, so nothing is committed; a failed read (the
+    broker away or restarting) is tried again after half a second.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Iterable[str],
+        on_record: Callable[[ConsumerRecord[bytes, bytes]], None],
+        *,
+        fetch_max_wait_ms: int = 50,
+    ) -> None:
+        self._topics = list(topics)
+        self._on_record = on_record
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=fetch_max_wait_ms,
+        )
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        await self._consumer.start()
+        try:
+            await assign_from_beginning(self._consumer, self._topics)
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._consumer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=200)
+            except Exception as exc:  # noqa: BLE001 - the broker may be away; keep reading
+                _log.debug("reading %s: %s; trying again", self._topics, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for records in batch.values():
+                for record in records:
+                    self._on_record(record)

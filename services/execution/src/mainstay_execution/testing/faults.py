@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 
 from mainstay_common.devstack import free_port
 from mainstay_common.devstack._broker import broker_command, tansu_binary, wait_for_broker
@@ -44,7 +43,7 @@ from mainstay_common.devstack._postgres import (
     wait_for_postgres,
 )
 from mainstay_common.errors import DependencyUnavailable
-from mainstay_common.testing import assign_from_beginning
+from mainstay_common.testing import TopicTail
 from mainstay_contracts.execution import TASK_EVENTS
 from mainstay_execution.testing.events import FINAL_TYPES
 from mainstay_execution.testing.fake_models import Stall, ToolLoopResponder
@@ -52,6 +51,8 @@ from mainstay_execution.testing.mesh import running_mesh
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+
+    from aiokafka import ConsumerRecord
 
     from mainstay_common.settings import KafkaSettings
     from mainstay_execution.testing.fake_models import FakeRequest, Step
@@ -205,40 +206,21 @@ class TaskWatch:
     It keeps reading across a broker restart (its positions fall back to the start)."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
-        self._topic = f"{kafka.topic_prefix}{TASK_EVENTS.name}"
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,
-        )
         self.events: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-        self._reader: asyncio.Task[None] | None = None
+        self._tail = TopicTail(
+            kafka.bootstrap, [f"{kafka.topic_prefix}{TASK_EVENTS.name}"], self._on_record
+        )
 
     async def __aenter__(self) -> TaskWatch:
-        await self._consumer.start()
-        await assign_from_beginning(self._consumer, [self._topic])
-        self._reader = asyncio.create_task(self._read())
+        await self._tail.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        await self._consumer.stop()
+        await self._tail.__aexit__(*exc)
 
-    async def _read(self) -> None:
-        while True:
-            try:
-                batch = await self._consumer.getmany(timeout_ms=200)
-            except Exception:  # noqa: BLE001 - the broker may be away; keep reading
-                await asyncio.sleep(0.5)
-                continue
-            for records in batch.values():
-                for record in records:
-                    payload = json.loads(record.value)
-                    self.events[payload.get("task_id", "")].append(payload)
+    def _on_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        payload = json.loads(record.value)
+        self.events[payload.get("task_id", "")].append(payload)
 
     def types(self, task_id: str) -> list[str]:
         return [e["type"] for e in self.events.get(task_id, [])]
