@@ -514,7 +514,7 @@ async def running_mesh(
         session_timeout_ms=2000,
         heartbeat_interval_ms=300,
     )
-    async with contextlib.AsyncExitStack() as stack:
+    async with _closing_within(_CLOSE_WITHIN_S) as stack:
 
         async def database(prefix: str) -> str:
             return await stack.enter_async_context(temporary_database(postgres_dsn, prefix=prefix))
@@ -628,6 +628,21 @@ async def running_mesh(
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+_CLOSE_WITHIN_S = 120.0  # closing takes a few seconds; beyond this a part is stuck
+
+
+@contextlib.asynccontextmanager
+async def _closing_within(seconds: float) -> AsyncIterator[contextlib.AsyncExitStack]:
+    """An exit stack whose closing is cut off after ``seconds``: the part that hangs is
+    cancelled (the error's traceback shows where it waited) and the parts started before
+    it still close, rather than leaving the whole mesh running in the test's event loop."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        yield stack
+    finally:
+        async with asyncio.timeout(seconds):
+            await stack.aclose()
 
 
 def _identity_auth(identity_url: str) -> AuthSettings:
