@@ -85,11 +85,11 @@ class Service:
 
     @property
     def bus_name(self) -> str:
-        """The name its consumer groups start with (``Bus.for_service(<name>, ...)``),
-        which is the ``service`` label of the supervisor's scaling metrics."""
+        """The name its consumer groups start with (``self._bus(<name>, ...)``), which
+        is the ``service`` label of the supervisor's scaling metrics."""
         app = (self.folder / "src" / self.module / "app.py").read_text(encoding="utf-8")
-        names = set(re.findall(r'Bus\.for_service\(\s*"([^"]+)"', app))
-        assert len(names) == 1, f"{self.name}: one Bus.for_service(...) in app.py, found {names}"
+        names = set(re.findall(r'self\._bus\(\s*"([^"]+)"', app))
+        assert len(names) == 1, f"{self.name}: one self._bus(...) in app.py, found {names}"
         return str(names.pop())
 
 
