@@ -67,6 +67,20 @@ class KafkaSettings(BaseSettings):
         " answers as soon as data arrives, so there it only paces idle polling; the embedded"
         " broker always waits this long, so there it also bounds delivery latency.",
     )
+    idle_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        le=30_000,
+        description="Fetch wait of a consumer that has had no record for idle_after_s; its"
+        " next record switches it back to fetch_max_wait_ms. Idle consumers then cost the"
+        " broker less; on the embedded broker the first record after a quiet spell may"
+        " wait this long. Equal to fetch_max_wait_ms: off.",
+    )
+    idle_after_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a consumer goes without records before it counts as idle.",
+    )
     replication_factor: int = Field(
         default=1,
         ge=1,

@@ -248,7 +248,7 @@ class Bus(Resource):
             title=f"{group}",
             description=spec.description or None,
         )
-        _poll_without_pause(subscriber)
+        _poll_without_pause(subscriber, _IdlePacing.from_settings(self.kafka))
         subscriber(on_batch)
         self._subscribers[group] = subscriber
 
@@ -596,13 +596,66 @@ class Bus(Resource):
             self._started = False
 
 
-def _poll_without_pause(subscriber: Any) -> None:
+@dataclasses.dataclass
+class _IdlePacing:
+    """Slower fetches for a consumer that has had nothing for a while.
+
+    Every consumer of a service fetches every ``fetch_max_wait_ms`` while idle; most of
+    a mesh's consumers are idle most of the time, and on the embedded broker those
+    fetches are what an idle mesh spends its CPU on. After ``idle_after_s`` without a
+    record a consumer's fetches wait ``idle_ms`` instead; its first record switches it
+    back. Kafka answers a waiting fetch as soon as data arrives, so there this costs
+    nothing; on the embedded broker the first record after a quiet spell may wait up to
+    ``idle_ms``.
+    """
+
+    busy_ms: int
+    idle_ms: int
+    idle_after_s: float
+    quiet_since: float | None = None
+    paced: bool = False
+
+    @classmethod
+    def from_settings(cls, kafka: KafkaSettings) -> _IdlePacing:
+        return cls(
+            busy_ms=kafka.fetch_max_wait_ms,
+            idle_ms=max(kafka.idle_fetch_max_wait_ms, kafka.fetch_max_wait_ms),
+            idle_after_s=kafka.idle_after_s,
+        )
+
+    def polled(self, consumer: Any, found: bool) -> None:
+        """Account one poll of ``consumer`` (an aiokafka consumer) that ``found`` records."""
+        if self.idle_ms == self.busy_ms:
+            return
+        if found:
+            self.quiet_since = None
+            if self.paced:
+                self.paced = False
+                _set_fetch_wait(consumer, self.busy_ms)
+            return
+        now = time.monotonic()
+        if self.quiet_since is None:
+            self.quiet_since = now
+        elif not self.paced and now - self.quiet_since >= self.idle_after_s:
+            self.paced = True
+            _set_fetch_wait(consumer, self.idle_ms)
+
+
+def _set_fetch_wait(consumer: Any, wait_ms: int) -> None:
+    """The wait of ``consumer``'s next fetches (aiokafka reads it for each request)."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+        raise RuntimeError("aiokafka's consumer has no fetch wait to set; check the pin")
+    fetcher._fetch_max_wait_ms = wait_ms
+
+
+def _poll_without_pause(subscriber: Any, pacing: _IdlePacing) -> None:
     """Make a FastStream batch subscriber poll again at once after an empty poll.
 
     FastStream sleeps ``batch_timeout_ms`` after a poll that found nothing, on top
     of the poll's own wait for records, so a record arriving during that sleep
     waited up to ``poll_timeout_ms`` more on every hop. The poll itself waits
-    for records, so nothing spins.
+    for records, so nothing spins. Each poll is also accounted to ``pacing``.
     """
     for name in ("get_msg", "batch_timeout_ms", "max_records"):
         if not hasattr(subscriber, name):
@@ -612,6 +665,7 @@ def _poll_without_pause(subscriber: Any) -> None:
         records = await consumer.getmany(
             timeout_ms=subscriber.batch_timeout_ms, max_records=subscriber.max_records
         )
+        pacing.polled(consumer, bool(records))
         return tuple(itertools.chain.from_iterable(records.values()))
 
     subscriber.get_msg = get_msg
