@@ -23,6 +23,7 @@ from _stack import stack  # bench/, the script's own folder, is on sys.path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from mainstay_common.lifecycle import cancel_and_wait
 from mainstay_common.testing import TopicTail
 from mainstay_contracts.execution import TASK_EVENTS
 from mainstay_contracts.ledger import LEDGER_EVENTS
@@ -247,10 +248,7 @@ class Baseline:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._responding is not None:
-            self._responding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._responding
+        await cancel_and_wait(self._responding)
         await self._responder.stop()
         await self._consumer.stop()
         await self._producer.stop()

@@ -112,23 +112,18 @@ def test_a_service_gets_the_stack_addresses(fake_repo: Path, tmp_path: Path) -> 
 
 def test_on_the_embedded_broker_consumers_join_faster(fake_repo: Path, tmp_path: Path) -> None:
     [service] = discover_services(fake_repo)
-
-    def env_of(base: dict[str, str]) -> dict[str, str]:
-        return service_environment(
-            service,
-            base,
-            home=tmp_path,
-            kafka_bootstrap="127.0.0.1:1",
-            postgres_dsn="postgresql://x@127.0.0.1:2/x",
-            topic_prefix="",
-            embedded_broker=True,
-        )
-
-    env = env_of({})
+    stack = {
+        "home": tmp_path,
+        "kafka_bootstrap": "127.0.0.1:1",
+        "postgres_dsn": "postgresql://x@127.0.0.1:2/x",
+        "topic_prefix": "",
+        "embedded_broker": True,
+    }
+    env = service_environment(service, {}, **stack)
     # It holds a join for half the session timeout: 2 s per consumer group, not 5.
     assert env["MAINSTAY_KAFKA_SESSION_TIMEOUT_MS"] == "4000"
     assert env["MAINSTAY_KAFKA_HEARTBEAT_INTERVAL_MS"] == "1000"
-    own = env_of({"MAINSTAY_KAFKA_SESSION_TIMEOUT_MS": "30000"})
+    own = service_environment(service, {"MAINSTAY_KAFKA_SESSION_TIMEOUT_MS": "30000"}, **stack)
     assert own["MAINSTAY_KAFKA_SESSION_TIMEOUT_MS"] == "30000"
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Self
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from mainstay_common.lifecycle import cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -109,10 +110,8 @@ class TopicTail:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        reader, self._reader = self._reader, None
+        await cancel_and_wait(reader)
         await self._consumer.stop()
 
     async def _read(self) -> None:
