@@ -140,3 +140,51 @@ async def test_the_supervisor_watches_the_meshs_own_groups_by_itself(
     (own,) = [s for s in scaling if s["service"] == "supervisor"]
     assert own["replicas"] >= 1
     assert own["recommended"] >= 1
+
+
+async def test_the_fleet_view_never_shows_one_rounds_groups_with_anothers_scaling(
+    supervisor: Supervisor,
+) -> None:
+    bootstrap, prefix = supervisor.kafka.bootstrap, supervisor.kafka.topic_prefix
+    topic, group = f"{prefix}rounds-{uuid.uuid4().hex[:6]}", f"{prefix}rounds.reader"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    await produce(bootstrap, topic, 5, 1)
+    await consume(bootstrap, topic, group, 2)
+
+    class SlowFleet:
+        """The fleet's instances, read slowly (a database query takes a while)."""
+
+        async def view(self) -> list[dict[str, Any]]:
+            await asyncio.sleep(0.2)
+            return []
+
+    views: list[dict[str, Any]] = []
+
+    async def watch(monitor: KafkaMonitor) -> None:
+        while True:
+            views.append(monitor.view())
+            await asyncio.sleep(0.01)
+
+    async with Broker(supervisor.kafka) as broker:
+        monitor = KafkaMonitor(broker, policy=ScalingPolicy(), metrics=None)
+        watcher = asyncio.create_task(watch(monitor))
+        try:
+            for _ in range(3):
+                await monitor.observe(SlowFleet())  # type: ignore[arg-type]
+                await produce(bootstrap, topic, 1, 1)  # the next round sees more lag
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+    assert any(view["groups"] for view in views)
+    for view in views:
+        lag_by_service: dict[str, int] = {}
+        for state in view["groups"]:
+            lag_by_service[state["service"]] = (
+                lag_by_service.get(state["service"], 0) + state["lag"]
+            )
+        assert {s["service"]: s["lag"] for s in view["scaling"]} == lag_by_service, view

@@ -225,12 +225,14 @@ class KafkaMonitor:
 
         Returns 0 (a round is never "a full batch"; see ``sweep_forever``).
         """
-        await self.sample()
         instances = await fleet.view()
         replicas: dict[str, int] = defaultdict(int)
         for entry in instances:
             if entry["status"] == "up":
                 replicas[entry["service"]] += 1
+        await self.sample()
+        # Nothing awaited from here on: GET /fleet never shows this round's groups
+        # beside the last round's scaling.
         self.recommend(dict(replicas))
         self.export(instances)
         return 0
