@@ -134,8 +134,7 @@ class Database(Resource):
         try:
             async with asyncio.timeout(self._settings.close_timeout_s):
                 await pool.close()
-        except TimeoutError:  # asyncpg has terminated the connections on the cancellation
-            pool.terminate()
+        except TimeoutError:  # asyncpg's close terminates the pool when it is cancelled
             _log.warning(
                 "schema %s: of %d connection(s) in use at close, some were still in use"
                 " after %.1f s; terminated",
