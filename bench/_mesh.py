@@ -23,7 +23,7 @@ from _stack import stack  # bench/, the script's own folder, is on sys.path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from mainstay_common.lifecycle import cancel_and_wait
+from mainstay_common.lifecycle import cancel_and_wait, within
 from mainstay_common.testing import TopicTail
 from mainstay_contracts.execution import TASK_EVENTS
 from mainstay_contracts.ledger import LEDGER_EVENTS
@@ -176,7 +176,7 @@ class Observer:
     async def ended(self, task_id: str, wait_s: float) -> bool:
         """Whether the task ended within ``wait_s``."""
         try:
-            await asyncio.wait_for(self.tasks[task_id].ended.wait(), wait_s)
+            await within(self.tasks[task_id].ended.wait(), wait_s)
         except TimeoutError:
             return False
         return True

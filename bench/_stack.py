@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from mainstay_common.lifecycle import within
 from mainstay_common.testing import start_test_stack
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ async def process(
         if proc.returncode is None:
             proc.terminate()
             try:
-                await asyncio.wait_for(proc.wait(), 20)
+                await within(proc.wait(), 20)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -38,6 +38,7 @@ from pydantic import BaseModel
 
 from mainstay_common.bus import Bus, Event
 from mainstay_common.db import LIBRARY_MIGRATIONS, Connection, Database, Migration
+from mainstay_common.lifecycle import within
 from mainstay_common.settings import KafkaSettings, PostgresSettings
 from mainstay_contracts import TopicSpec
 
@@ -192,7 +193,7 @@ async def run_mainstay(
             await first_handled.wait()
             started = time.perf_counter()
             first = handled
-            await asyncio.wait_for(done.wait(), timeout=600)
+            await within(done.wait(), timeout=600)
             elapsed = time.perf_counter() - started
         await db.execute(f'DROP SCHEMA "{schema}" CASCADE')
         return (len(messages) - first) / elapsed

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 import pytest_asyncio
 
+from mainstay_common.lifecycle import within
 from mainstay_execution.testing.mesh import FullMesh, running_mesh
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def cli(mesh: FullMesh) -> Cli:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 180)
+        stdout, stderr = await within(process.communicate(), 180)
         assert process.returncode is not None
         return CliResult(process.returncode, stdout.decode(), stderr.decode())
 

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from mainstay_common.bus import dlq_topic, group_id
 from mainstay_common.heartbeat import Heartbeats
+from mainstay_common.lifecycle import within
 from mainstay_contracts import Header
 from mainstay_contracts.supervisor import REGISTER_AGENT
 
@@ -95,7 +96,7 @@ async def cli_with_input(mesh: FullMesh, text: str, *args: str) -> CliResult:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(text.encode()), 180)
+    stdout, stderr = await within(process.communicate(text.encode()), 180)
     assert process.returncode is not None
     return CliResult(process.returncode, stdout.decode(), stderr.decode())
 

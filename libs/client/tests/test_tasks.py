@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mainstay_client import ClientError, ClientSettings, Mainstay, MainstaySync
+from mainstay_common.lifecycle import within
 from mainstay_common.settings import KafkaSettings
 from mainstay_execution.testing.fake_models import Reply, Stall
 
@@ -133,7 +134,7 @@ async def test_the_examples_run_as_documented(mesh: FullMesh) -> None:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        output, _ = await asyncio.wait_for(process.communicate(), 120)
+        output, _ = await within(process.communicate(), 120)
         text = output.decode()
         assert process.returncode == 0, text
         assert "task.completed" in text

@@ -19,6 +19,7 @@ import pytest
 
 from mainstay_common.auth import Principal, TokenSigner, TokenVerifier
 from mainstay_common.errors import Unauthenticated
+from mainstay_common.lifecycle import within
 from mainstay_common.settings import AuthSettings
 from mainstay_identity.bootstrap import BootstrapError, ensure_admin_token
 
@@ -230,7 +231,7 @@ async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    stdout, stderr = await within(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
 

@@ -21,6 +21,7 @@ import pytest_asyncio
 import yaml
 
 from mainstay_common.auth import TokenSigner
+from mainstay_common.lifecycle import within
 from mainstay_tools_gateway.store.vault import Vault
 
 from .toolserver import ToolServer
@@ -77,7 +78,7 @@ async def stop(instance: Instance) -> None:
     if instance.process.returncode is None:
         instance.process.terminate()
         try:
-            await asyncio.wait_for(instance.process.wait(), 20)
+            await within(instance.process.wait(), 20)
         except TimeoutError:
             instance.process.kill()
             await instance.process.wait()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["Resource", "StackedResource", "cancel_and_wait", "sweep_forever"]
+__all__ = ["Resource", "StackedResource", "cancel_and_wait", "sweep_forever", "within"]
+
+_T = TypeVar("_T")
 
 _log = logging.getLogger("mainstay.lifecycle")
 
@@ -61,11 +64,42 @@ class StackedResource(Resource):
         await self._stack.aclose()
 
 
-async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a background task and wait until it has finished unwinding."""
+async def within(awaitable: Awaitable[_T], timeout: float | None) -> _T:  # noqa: ASYNC109
+    """``await awaitable``, raising ``TimeoutError`` after ``timeout`` seconds (``None``: never).
+
+    Use this, not ``asyncio.wait_for``: on Python 3.11 ``wait_for`` returns the
+    result instead of raising when its caller is cancelled in the same step as
+    the awaited thing finishes, so the cancellation is lost and a loop around
+    it runs on after being stopped. ``asyncio.timeout`` does not lose it.
+    """
+    async with asyncio.timeout(timeout):
+        return await awaitable
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None, *, grace_s: float = 10.0) -> None:
+    """Cancel a background task and wait until it has finished unwinding.
+
+    A task still running ``grace_s`` after being cancelled is cancelled again,
+    with a warning, until it ends: code that swallows a cancellation (a
+    library's, or ``asyncio.wait_for`` on Python 3.11) must not turn a
+    shutdown into a hang.
+    """
     if task is None:
         return
     task.cancel()
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=grace_s)
+        if done:
+            break
+        where = io.StringIO()
+        task.print_stack(file=where)
+        _log.warning(
+            "Task %r still runs %.1f s after it was cancelled; cancelling it again\n%s",
+            task.get_name(),
+            grace_s,
+            where.getvalue(),
+        )
+        task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
 

@@ -17,6 +17,7 @@ from mainstay_common.db import (
     after_commit,
 )
 from mainstay_common.errors import DependencyUnavailable, InvalidMessage, RuleViolation
+from mainstay_common.lifecycle import within
 from mainstay_common.settings import PostgresSettings
 
 from .conftest import ORDERS, Order, order, read_topic, wait_for
@@ -223,7 +224,7 @@ async def test_rows_committed_while_a_batch_is_out_are_relayed_without_waiting_f
     # The poll would come only after an hour: only the commit's notice can bring the relay back.
     async with OutboxRelay(database, publish, poll_interval=3600) as relay:
         first = await commit("o-20")
-        await asyncio.wait_for(first_out.wait(), timeout=10)
+        await within(first_out.wait(), timeout=10)
         second = await commit("o-21")  # its notice arrives while the first batch is out
         await asyncio.sleep(0.2)
         go_on.set()
@@ -258,7 +259,7 @@ async def test_a_second_relay_waits_while_the_first_publishes_so_order_holds(
     two = OutboxRelay(database, publisher("two", hold=False), batch_size=2)
     first = asyncio.create_task(one.relay_once())
     try:
-        await asyncio.wait_for(first_out.wait(), timeout=10)
+        await within(first_out.wait(), timeout=10)
         # The first relay's batch is out and not yet acknowledged: the third row is
         # there, but publishing it now would send it before the first two are in.
         assert await two.relay_once() == 0

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mainstay_common.bus import dlq_topic
+from mainstay_common.lifecycle import within
 from mainstay_common.testing import read_records
 
 from .conftest import ORDERS, Order, order, wait_for
@@ -88,7 +89,7 @@ async def test_close_lets_the_in_flight_handler_finish_and_commits_it(make_bus) 
 
     await first.start()
     await first.publish(ORDERS, order("in-flight"))
-    await asyncio.wait_for(started.wait(), 20)
+    await within(started.wait(), 20)
     await first.close()
     assert finished == ["in-flight"]
 
@@ -117,7 +118,7 @@ async def test_unacknowledged_message_is_redelivered_after_a_crash(make_bus) -> 
 
     await first.start()
     await first.publish(ORDERS, order("survivor"))
-    await asyncio.wait_for(started.wait(), 20)
+    await within(started.wait(), 20)
     await first.close()  # the grace runs out: the handler is abandoned, not acknowledged
 
     recovered: list[str] = []
@@ -145,7 +146,7 @@ async def test_a_transient_failure_at_shutdown_is_left_for_the_next_owner_not_de
 
     await first.start()
     await first.publish(ORDERS, order("at-shutdown"))
-    await asyncio.wait_for(failing.wait(), 20)
+    await within(failing.wait(), 20)
     await first.close()
 
     handled: list[str] = []

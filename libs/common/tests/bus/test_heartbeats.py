@@ -14,6 +14,7 @@ import mainstay_common.heartbeat
 from mainstay_common.bus import Bus
 from mainstay_common.errors import DependencyUnavailable, NotFound
 from mainstay_common.heartbeat import Heartbeats, service_version
+from mainstay_common.lifecycle import within
 from mainstay_common.service import ServiceApp
 from mainstay_common.settings import HeartbeatSettings, ServiceSettings
 from mainstay_common.testing import read_records
@@ -100,7 +101,7 @@ async def test_a_heartbeat_says_what_the_consumers_have_in_hand(
         try:
             async with Heartbeats(bus, service="common", instance="a", interval_s=INTERVAL_S):
                 await bus.publish(ORDERS, order("slow-1"))
-                await asyncio.wait_for(entered.wait(), 20)
+                await within(entered.wait(), 20)
                 assert bus.in_flight == 1
                 [busy, *_] = await read_beats(
                     kafka_bootstrap, topic_prefix, 1, lambda b: b.in_flight >= 1
@@ -152,7 +153,7 @@ async def test_a_handler_abandoned_at_shutdown_is_no_longer_in_flight_nor_progre
 
     await bus.start()
     await bus.publish(ORDERS, order("stuck"))
-    await asyncio.wait_for(started.wait(), 20)
+    await within(started.wait(), 20)
     assert bus.in_flight == 1
     await bus.close()  # the grace runs out: the handler is cancelled
     assert (bus.in_flight, bus.last_progress_at) == (0, None)

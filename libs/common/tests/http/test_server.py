@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from mainstay_common.http import HttpServer
+from mainstay_common.lifecycle import within
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -125,7 +126,7 @@ async def test_an_idle_connection_outlives_the_clients_own_keep_alive() -> None:
                 await asyncio.sleep(pause)
                 writer.write(request)
                 await writer.drain()
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                head = await within(reader.readuntil(b"\r\n\r\n"), 5)
                 assert head.startswith(b"HTTP/1.1 200"), head
                 length = next(
                     int(line.split(b":")[1])

@@ -34,6 +34,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from mainstay_common.lifecycle import within
 from mainstay_execution.budget import HOLD_FAILURES, model_usage_id
 from mainstay_execution.healing import backoff, decide
 from mainstay_execution.memory import MemoryUnavailable
@@ -83,7 +84,7 @@ class Wakeups:
     async def wait(self, task_id: str, seconds: float) -> None:
         event = self._events.setdefault(task_id, asyncio.Event())
         try:
-            await asyncio.wait_for(event.wait(), timeout=max(seconds, 0.0))
+            await within(event.wait(), timeout=max(seconds, 0.0))
         except TimeoutError:
             pass
         finally:

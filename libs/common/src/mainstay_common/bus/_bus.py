@@ -35,7 +35,7 @@ from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message,
 from mainstay_common.bus._routing import RetryPolicy, group_id
 from mainstay_common.bus._topics import create_missing_topics, spec_topic, unique_topics
 from mainstay_common.errors import DependencyUnavailable
-from mainstay_common.lifecycle import Resource, cancel_and_wait
+from mainstay_common.lifecycle import Resource, cancel_and_wait, within
 from mainstay_common.settings import KafkaSettings, RetrySettings, ServiceSettings
 from mainstay_common.telemetry._task import TASK_ID_ATTRIBUTE, task_context
 from mainstay_common.telemetry.metrics import BusMetrics
@@ -570,7 +570,7 @@ class Bus(Resource):
                     continue
                 for partition in list(kafka_consumer.assignment()):
                     try:
-                        committed = await asyncio.wait_for(
+                        committed = await within(
                             kafka_consumer.committed(partition), _REWIND_WAIT_S
                         )
                         if committed is None:

@@ -54,6 +54,7 @@ from mainstay_common.errors import (
     is_retryable,
     map_asyncpg_data_errors,
 )
+from mainstay_common.lifecycle import within
 from mainstay_common.telemetry._task import TASK_ID_ATTRIBUTE, task_context
 from mainstay_common.telemetry.metrics import ConsumeOutcome
 from mainstay_contracts import Header
@@ -553,7 +554,7 @@ class Consumer(Generic[P]):
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless the bus starts closing; False when it did."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.bus.closing.wait(), timeout=seconds)
+            await within(self.bus.closing.wait(), timeout=seconds)
         return not self.bus.closing.is_set()
 
     async def _defer_until_due(self, item: _Item[P], kafka_consumer: Any) -> bool:

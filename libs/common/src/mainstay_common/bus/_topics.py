@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from mainstay_common.errors import DependencyUnavailable
+from mainstay_common.lifecycle import within
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,12 +59,12 @@ async def create_missing_topics(
         bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
     )
     try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        existing = set(await asyncio.wait_for(admin.list_topics(), timeout_s))
+        await within(admin.start(), timeout_s)
+        existing = set(await within(admin.list_topics(), timeout_s))
         missing = [topic for topic in topics if topic.name not in existing]
         if not missing:
             return []
-        response = await asyncio.wait_for(admin.create_topics(missing), timeout_s)
+        response = await within(admin.create_topics(missing), timeout_s)
     except DependencyUnavailable:
         raise
     except Exception as exc:

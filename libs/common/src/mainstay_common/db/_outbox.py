@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mainstay_common.bus._envelope import OutgoingMessage
 from mainstay_common.db._listener import Listener
 from mainstay_common.errors import map_asyncpg_errors
-from mainstay_common.lifecycle import Resource, cancel_and_wait
+from mainstay_common.lifecycle import Resource, cancel_and_wait, within
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -172,7 +172,7 @@ class OutboxRelay(Resource):
             if sent == self._batch_size:
                 continue  # more may be waiting
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+                await within(self._wake.wait(), timeout=self._poll_interval)
 
     async def start(self) -> None:
         await self._listener.start()

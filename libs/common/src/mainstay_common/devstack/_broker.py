@@ -23,6 +23,7 @@ from mainstay_common.bus._topics import create_missing_topics, spec_topic
 from mainstay_common.devstack._home import StackError
 from mainstay_common.devstack._process import tail, tcp_port_open
 from mainstay_common.errors import DependencyUnavailable
+from mainstay_common.lifecycle import within
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -93,7 +94,7 @@ async def _admin(bootstrap: str, timeout_s: float) -> AsyncIterator[AIOKafkaAdmi
         client_id="mainstay-devstack",
     )
     try:
-        await asyncio.wait_for(client.start(), timeout_s)
+        await within(client.start(), timeout_s)
         yield client
     finally:
         await client.close()
@@ -108,7 +109,7 @@ async def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
         return False
     try:
         async with _admin(bootstrap, timeout_s) as admin:
-            await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+            await within(admin.describe_cluster(), timeout_s)
     except (KafkaError, OSError, TimeoutError):
         return False
     return True

@@ -23,6 +23,7 @@ from rich.table import Table
 from mainstay_common.bus import Bus, Event, dlq_topic, group_id
 from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Migration, after_commit
 from mainstay_common.errors import DependencyUnavailable, RuleViolation
+from mainstay_common.lifecycle import within
 from mainstay_common.settings import KafkaSettings, PostgresSettings, RetrySettings
 from mainstay_common.testing import read_records
 from mainstay_contracts import Header
@@ -134,7 +135,7 @@ async def run_demo(bootstrap: str, dsn: str, console: Console) -> DemoReport:
             group = group_id("demo", "probe", prefix=kafka.topic_prefix)
             report.dead_letters = await _read_dead_letters(bootstrap, dlq_topic(group), 2, 30)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(both_handled.wait(), timeout=30)
+                await within(both_handled.wait(), timeout=30)
             await asyncio.sleep(0.5)  # room for the duplicate to (not) run the handler
         rows = await db.fetch(
             "SELECT count(*) AS n FROM probes WHERE probe_id = $1", f"{run}:steady"

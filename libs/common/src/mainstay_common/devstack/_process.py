@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psutil  # type: ignore[import-untyped]  # no types-psutil in the dev group yet
 
 from mainstay_common.devstack._home import StackError
+from mainstay_common.lifecycle import within
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -204,7 +205,7 @@ def tail(path: Path, lines: int = 20) -> list[str]:
 async def tcp_port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        _, writer = await within(asyncio.open_connection(host, port), timeout_s)
     except (OSError, TimeoutError):
         return False
     writer.close()

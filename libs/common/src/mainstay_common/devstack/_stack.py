@@ -56,6 +56,7 @@ from mainstay_common.devstack._services import (
     service_environment,
 )
 from mainstay_common.devstack._status import ComponentStatus, read_status
+from mainstay_common.lifecycle import within
 from mainstay_contracts import REGISTRY
 
 if TYPE_CHECKING:
@@ -429,7 +430,7 @@ class EmbeddedStack:
             stderr=subprocess.STDOUT,
         )
         try:
-            output, _ = await asyncio.wait_for(process.communicate(), self._timeout)
+            output, _ = await within(process.communicate(), self._timeout)
         except BaseException as exc:
             if process.returncode is None:
                 process.kill()

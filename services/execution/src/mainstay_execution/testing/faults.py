@@ -43,6 +43,7 @@ from mainstay_common.devstack._postgres import (
     wait_for_postgres,
 )
 from mainstay_common.errors import DependencyUnavailable
+from mainstay_common.lifecycle import within
 from mainstay_common.testing import TopicTail
 from mainstay_contracts.execution import TASK_EVENTS
 from mainstay_execution.testing.events import FINAL_TYPES
@@ -116,7 +117,7 @@ class PrivateBroker:
             return
         process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), 10)
+            await within(process.wait(), 10)
         except TimeoutError:
             process.kill()
             await process.wait()

@@ -38,6 +38,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from mainstay_common.bus import Bus
+from mainstay_common.lifecycle import within
 from mainstay_common.settings import (
     AuthSettings,
     HeartbeatSettings,
@@ -123,7 +124,7 @@ class ServiceProcess:
         if self.process.returncode is None:
             self.process.terminate()
             try:
-                await asyncio.wait_for(self.process.wait(), grace_s)
+                await within(self.process.wait(), grace_s)
             except TimeoutError:
                 await self.kill()
 

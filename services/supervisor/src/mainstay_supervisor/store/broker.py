@@ -9,7 +9,6 @@ module as the project's errors (``DependencyUnavailable``/``DependencyTimeout``)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from aiokafka.errors import KafkaError
 
 from mainstay_common.bus import decode_headers
 from mainstay_common.errors import DependencyTimeout, DependencyUnavailable, MainstayError
-from mainstay_common.lifecycle import Resource
+from mainstay_common.lifecycle import Resource, within
 from mainstay_contracts import Header
 
 if TYPE_CHECKING:
@@ -113,7 +112,7 @@ class Broker(Resource):
         )
         try:
             with _broker_errors("connect to the broker"):
-                await asyncio.wait_for(admin.start(), self._timeout_s)
+                await within(admin.start(), self._timeout_s)
         except BaseException:
             await admin.close()
             raise
@@ -130,7 +129,7 @@ class Broker(Resource):
         with _broker_errors("list topics"):
             # Never a metadata request naming topics: a broker that creates topics on
             # demand (the embedded one does) would create a mistyped one.
-            described = await asyncio.wait_for(admin.describe_topics(), self._timeout_s)
+            described = await within(admin.describe_topics(), self._timeout_s)
         return {
             entry["topic"]: len(entry["partitions"])
             for entry in described
@@ -152,7 +151,7 @@ class Broker(Resource):
         """The consumer groups the broker knows (of any topic prefix)."""
         admin = self._started()
         with _broker_errors("list consumer groups"):
-            groups = await asyncio.wait_for(admin.list_consumer_groups(), self._timeout_s)
+            groups = await within(admin.list_consumer_groups(), self._timeout_s)
         return [str(group) for group, protocol in groups if protocol in ("consumer", "")]
 
     async def committed(
@@ -165,7 +164,7 @@ class Broker(Resource):
         """
         admin = self._started()
         with _broker_errors(f"read the committed offsets of {group}"):
-            offsets = await asyncio.wait_for(
+            offsets = await within(
                 admin.list_consumer_group_offsets(group, partitions=list(partitions)),
                 self._timeout_s,
             )
@@ -190,7 +189,7 @@ class Broker(Resource):
         )
         try:
             with _broker_errors("connect to the broker"):
-                await asyncio.wait_for(consumer.start(), self._timeout_s)
+                await within(consumer.start(), self._timeout_s)
             yield BrokerReader(consumer, self._timeout_s)
         finally:
             await consumer.stop()
@@ -210,10 +209,8 @@ class BrokerReader:
         if not partitions:
             return bounds
         with _broker_errors("read the offsets of the dead-letter topics"):
-            firsts = await asyncio.wait_for(
-                self._consumer.beginning_offsets(partitions), self._timeout_s
-            )
-            ends = await asyncio.wait_for(self._consumer.end_offsets(partitions), self._timeout_s)
+            firsts = await within(self._consumer.beginning_offsets(partitions), self._timeout_s)
+            ends = await within(self._consumer.end_offsets(partitions), self._timeout_s)
         for tp in partitions:
             bounds[tp.topic][tp.partition] = (firsts[tp], ends[tp])
         return bounds

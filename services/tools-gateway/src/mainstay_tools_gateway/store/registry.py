@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mainstay_common.db import Listener
 from mainstay_common.errors import DependencyUnavailable, map_asyncpg_errors
-from mainstay_common.lifecycle import Resource, cancel_and_wait
+from mainstay_common.lifecycle import Resource, cancel_and_wait, within
 from mainstay_contracts.tools import TOOL_EVENTS, ToolEvent, ToolSpec
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class RegistryStore(Resource):
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._refresh_s)
+                await within(self._wake.wait(), timeout=self._refresh_s)
             self._wake.clear()
             try:
                 await self.reload()
