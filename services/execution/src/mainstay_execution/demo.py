@@ -232,7 +232,7 @@ class _TaskFeed:
     async def __aenter__(self) -> _TaskFeed:
         await self._consumer.start()
         try:
-            await self._consumer.topics()  # fetches the metadata partitions_for_topic reads
+            # The topic was created before: the metadata fetched at start has it.
             partitions = self._consumer.partitions_for_topic(self._topic) or set()
             if not partitions:
                 raise DemoProblem(f"the topic {self._topic} does not exist")

@@ -60,8 +60,11 @@ async def assign_from_beginning(
     names = sorted(set(topics))
     deadline = time.monotonic() + wait_s
     while True:
-        await consumer.topics()  # refreshes the metadata partitions_for_topic reads
-        found = {name: consumer.partitions_for_topic(name) for name in names}
+        # Fresh metadata each time: ``consumer.partitions_for_topic`` (and ``topics()``,
+        # which does not update it) would keep answering from the metadata of the
+        # consumer's start until its refresh, minutes later, missing a topic created since.
+        cluster = await consumer._client.fetch_all_metadata()
+        found = {name: cluster.partitions_for_topic(name) for name in names}
         if all(found.values()):
             break
         if time.monotonic() >= deadline:
