@@ -14,6 +14,7 @@ what cannot succeed; every publish is validated and enveloped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import NewTopic
+from aiokafka.conn import CloseReason
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002 - FastStream resolves handler annotations at runtime
@@ -59,6 +61,9 @@ _DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000
 # and the client in proportion to the cluster's topics: seconds apart it kept a test
 # process (a broker of thousands of topics) busy decoding metadata.
 _TOPIC_CHECK_S = 30.0
+# While the broker is away (the producer's connection broke, or a check failed), checks
+# come this often, so topics are created again within about a second of its return.
+_AWAY_CHECK_S = 1.0
 # Consumers notice a topic created again (after the embedded broker restarted) or a
 # partition added within half a minute and rebalance onto it; the default is 5 minutes.
 _METADATA_MAX_AGE_MS = 30_000
@@ -108,6 +113,7 @@ class Bus(Resource):
         self._rewinding: asyncio.Task[None] | None = None
         self._topics_in_doubt = False
         self._doubt_until = 0.0
+        self._broker_lost = asyncio.Event()
         self.broker = KafkaBroker(
             self.kafka.bootstrap,
             client_id=f"mainstay-{service}",
@@ -500,6 +506,7 @@ class Bus(Resource):
             request_timeout_ms=int(self.kafka.request_timeout_s * 1000),
             metadata_max_age_ms=_METADATA_MAX_AGE_MS,
         )
+        self._notice_broken_connections(producer)
         await producer.start()
         self._producer = producer
         try:
@@ -510,6 +517,28 @@ class Bus(Resource):
             raise
         self._started = True
         self._topic_keeper = asyncio.create_task(self._keep_topics(extra))
+
+    def _notice_broken_connections(self, producer: AIOKafkaProducer) -> None:
+        """Doubt the topics, and look for them again soon, as soon as the producer's
+        connection to the broker breaks.
+
+        A bus that does not send while the broker is away would otherwise learn of the
+        absence only at its next topic check, up to half a minute later: its first
+        sends after the broker's return would go unchecked (and the embedded broker
+        drops them), and its topics would be missing for as long. aiokafka gives a
+        connection its client's ``_on_connection_closed`` when it opens it, so the
+        hook is set before the producer opens any.
+        """
+        client = producer.client
+        forward = client._on_connection_closed
+
+        def on_connection_closed(conn: Any, reason: Any) -> None:
+            if reason in (CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT):
+                self._doubt(_TOPICS_DOUBT_S)
+                self._broker_lost.set()
+            forward(conn, reason)
+
+        client._on_connection_closed = on_connection_closed
 
     async def _keep_topics(self, extra: list[TopicSpec[Any]]) -> None:
         """Create this bus's topics again whenever they are missing.
@@ -523,7 +552,11 @@ class Bus(Resource):
         wanted = unique_topics(self._wanted_topics(extra))
         away = False
         while True:
-            await asyncio.sleep(_TOPIC_CHECK_S)
+            with contextlib.suppress(TimeoutError):
+                await within(self._broker_lost.wait(), _AWAY_CHECK_S if away else _TOPIC_CHECK_S)
+            if self._broker_lost.is_set():
+                self._broker_lost.clear()
+                away = True
             try:
                 created: list[str] = []
                 # One metadata request on the producer's connection (also a bus with no

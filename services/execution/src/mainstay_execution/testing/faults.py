@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from mainstay_common.devstack import free_port
-from mainstay_common.devstack._broker import broker_command, tansu_binary, wait_for_broker
 from mainstay_common.devstack._postgres import (
     EmbeddedPostgres,
     ensure_vector,
@@ -43,8 +42,7 @@ from mainstay_common.devstack._postgres import (
     wait_for_postgres,
 )
 from mainstay_common.errors import DependencyUnavailable
-from mainstay_common.lifecycle import within
-from mainstay_common.testing import TopicTail
+from mainstay_common.testing import PrivateBroker, TopicTail
 from mainstay_contracts.execution import TASK_EVENTS
 from mainstay_execution.testing.events import FINAL_TYPES
 from mainstay_execution.testing.fake_models import Stall, ToolLoopResponder
@@ -81,46 +79,6 @@ def _say(message: str) -> None:
 
 
 # -- the private broker and PostgreSQL -----------------------------------------------------
-
-
-class PrivateBroker:
-    """The embedded broker (Tansu, in memory) on a fixed loopback port, stoppable."""
-
-    def __init__(self, home: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self._home = home
-        self._process: asyncio.subprocess.Process | None = None
-        self.starts = 0
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.starts += 1
-        log = self._home / f"broker-{self.starts}.log"
-        with log.open("wb") as out:
-            self._process = await asyncio.create_subprocess_exec(
-                *broker_command(tansu_binary(), "127.0.0.1", self.port),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        process = self._process
-        await wait_for_broker(
-            self.bootstrap, timeout_s=60, alive=lambda: process.returncode is None, log_file=log
-        )
-
-    async def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await within(process.wait(), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
 
 
 class PrivatePostgres:
@@ -599,12 +557,15 @@ async def broker_restart(
             )
             await asyncio.sleep(down_s)
             await broker.start()
+            back = time.monotonic()
             _say("broker: started again (empty)")
             agent_learned = await _until(
-                lambda: _agent_version(mesh, int(record["version"])), 90, 0.2
+                lambda: _agent_version(mesh, int(record["version"])), wait_s, 0.2
             )
+            learned_after_s = round(time.monotonic() - back, 1)
             _say(
-                f"broker: execution learned the agent version committed meanwhile: {agent_learned}"
+                "broker: execution learned the agent version committed meanwhile: "
+                f"{agent_learned} ({learned_after_s} s after the broker's return)"
             )
             second: list[str] = []
             async with TaskWatch(mesh.kafka) as watch:
@@ -623,6 +584,7 @@ async def broker_restart(
                         "batch_before": tasks_before,
                         "batch_before_completed": ended_before,
                         "outbox_republished_after_restart": agent_learned,
+                        "republished_after_s": learned_after_s,
                         "execution_alive": process.returncode is None,
                     },
                 )
