@@ -21,6 +21,7 @@ _schemas_seen: list[tuple[str, str]] = []
 
 def test_public_names_are_stable() -> None:
     assert testing.__all__ == [
+        "PrivateBroker",
         "StackAddresses",
         "TopicTail",
         "assign_from_beginning",
