@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
@@ -104,3 +105,9 @@ async def test_a_send_after_the_broker_came_back_empty_waits_for_its_topic() -> 
                 await wait_for(lambda: "later" in seen, wait_s=30, what="a later order")
         assert refusals > 0
         assert seen == ["before", "after", "later"]
+
+
+def test_an_aiokafka_without_the_connection_hook_is_refused_by_name() -> None:
+    bus = _bus("till", "127.0.0.1:9")
+    with pytest.raises(RuntimeError, match="no connection-closed hook; check the pin"):
+        bus._notice_broken_connections(SimpleNamespace(client=SimpleNamespace()))  # type: ignore[arg-type]

@@ -530,6 +530,8 @@ class Bus(Resource):
         hook is set before the producer opens any.
         """
         client = producer.client
+        if not hasattr(client, "_on_connection_closed"):
+            raise RuntimeError("aiokafka's client has no connection-closed hook; check the pin")
         forward = client._on_connection_closed
 
         def on_connection_closed(conn: Any, reason: Any) -> None:
