@@ -19,6 +19,9 @@ async def test_the_broker_back_empty_gets_what_was_committed_meanwhile_and_runs_
     # return to the topic created again, and read by execution.
     assert figures.details["outbox_republished_after_restart"], figures.line()
     assert figures.details["execution_alive"]
+    # Created again by their owners, with their declared partitions, not by the first
+    # client that asked for them with the broker's default.
+    assert figures.details["topics_with_other_partitions"] == [], figures.line()
     assert figures.acknowledged == figures.sent
     assert figures.processed == figures.sent
     assert figures.details["ledger_balanced"]

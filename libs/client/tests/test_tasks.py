@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from mainstay_client import ClientError, ClientSettings, Mainstay, MainstaySync
 from mainstay_common.lifecycle import within
@@ -111,6 +112,24 @@ async def test_bad_input_and_missing_settings_are_named(
     with pytest.raises(ClientError, match=r"broker at 127\.0\.0\.1:9 is unreachable"):
         async with Mainstay(ClientSettings(token="x", kafka=unreachable)):  # type: ignore[arg-type]
             pass
+
+
+async def test_a_mesh_that_is_not_there_is_named_and_gets_no_topics(mesh: FullMesh) -> None:
+    """Submitting to a prefix no execution service runs under fails clearly, and does not
+    create the submit or events topic with the broker's default partition count."""
+    elsewhere = mesh.kafka.model_copy(
+        update={"topic_prefix": f"nobody{uuid.uuid4().hex[:6]}.", "request_timeout_s": 2}
+    )
+    async with Mainstay(ClientSettings(token=await mesh.token(), kafka=elsewhere)) as mainstay:  # type: ignore[arg-type]
+        with pytest.raises(ClientError, match=r"the broker has no topic nobody\w+\.execution"):
+            await mainstay.submit_task("writer", "anything")
+    producer = AIOKafkaProducer(bootstrap_servers=mesh.kafka.bootstrap)
+    await producer.start()
+    try:
+        topics = (await producer.client.fetch_all_metadata()).topics()
+    finally:
+        await producer.stop()
+    assert not [topic for topic in topics if topic.startswith(elsewhere.topic_prefix)]
 
 
 async def test_the_examples_run_as_documented(mesh: FullMesh) -> None:

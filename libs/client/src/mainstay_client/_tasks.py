@@ -36,7 +36,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from mainstay_client._settings import Caller, ClientError, ClientSettings
-from mainstay_common.bus import build_message
+from mainstay_common.bus import build_message, refuse_topic_auto_creation
 from mainstay_common.errors import InvalidMessage
 from mainstay_contracts.execution import (
     CANCEL_TASK,
@@ -73,6 +73,9 @@ class Mainstay(Caller):
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> Mainstay:
+        # A task submitted before the mesh created its topics must not create the
+        # submit topic with the broker's default partition count.
+        refuse_topic_auto_creation()
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka.bootstrap,
             acks="all",
@@ -169,7 +172,13 @@ class Mainstay(Caller):
     async def _partition(self, task_id: str) -> int:
         """The partition of the task's events (the producers' default partitioner)."""
         producer = self._require_producer()
-        partitions = await producer.partitions_for(self.events_topic)
+        try:
+            partitions = await producer.partitions_for(self.events_topic)
+        except KafkaError as exc:
+            raise ClientError(
+                f"the broker has no topic {self.events_topic} (is the execution service"
+                f" running, with the same topic prefix?): {exc!r}"
+            ) from exc
         ordered = sorted(partitions)
         picked = DefaultPartitioner()(task_id.encode(), ordered, ordered)
         return int(picked)

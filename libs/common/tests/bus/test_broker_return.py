@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 import tempfile
 import time
@@ -12,13 +13,18 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import NewTopic
+from aiokafka.partitioner import murmur2
 
-from mainstay_common.bus import Bus, Event
+from mainstay_common.bus import Bus, Event, refuse_topic_auto_creation
+from mainstay_common.bus._topics import create_missing_topics
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.settings import KafkaSettings
 from mainstay_common.testing import PrivateBroker
+from mainstay_contracts import TopicSpec
 
-from .conftest import FAST_RETRY, ORDERS, Order, order, wait_for
+from .conftest import FAST_RETRY, ORDERS, Order, order, read_topic, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -49,13 +55,15 @@ def _bus(service: str, bootstrap: str) -> Bus:
     )
 
 
-async def _publish_until_accepted(bus: Bus, message: Order, wait_s: float = 60.0) -> int:
+async def _publish_until_accepted(
+    bus: Bus, message: Order, wait_s: float = 60.0, *, spec: TopicSpec[Order] = ORDERS
+) -> int:
     """Publish as a client should: a retryable refusal is tried again. Returns refusals."""
     refused = 0
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            await bus.publish(ORDERS, message)
+            await bus.publish(spec, message)
         except DependencyUnavailable:
             refused += 1
             if time.monotonic() > deadline:
@@ -111,3 +119,115 @@ def test_an_aiokafka_without_the_connection_hook_is_refused_by_name() -> None:
     bus = _bus("till", "127.0.0.1:9")
     with pytest.raises(RuntimeError, match="no connection-closed hook; check the pin"):
         bus._notice_broken_connections(SimpleNamespace(client=SimpleNamespace()))  # type: ignore[arg-type]
+
+
+WIDE = TopicSpec(
+    name="shop.cmd.place-wide-order.v1",
+    owner="shop",
+    kind="cmd",
+    key_field="order_id",
+    payload=Order,
+    partitions=6,  # more than the embedded broker's default of 4
+)
+
+
+def _ids_on_every_partition(partitions: int) -> list[str]:
+    """One order id per partition (by the producers' default partitioner)."""
+    picked: dict[int, str] = {}
+    for n in itertools.count():
+        order_id = f"o-{n}"
+        partition = int(murmur2(order_id.encode()) & 0x7FFFFFFF) % partitions
+        picked.setdefault(partition, order_id)
+        if len(picked) == partitions:
+            return [picked[p] for p in range(partitions)]
+    raise AssertionError("unreachable")
+
+
+async def _partitions_of(bootstrap: str, topic: str) -> set[int] | None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        found: set[int] | None = (await producer.client.fetch_all_metadata()).partitions_for_topic(
+            topic
+        )
+        return found
+    finally:
+        await producer.stop()
+
+
+async def test_a_consumer_does_not_create_its_topic_with_the_brokers_partition_count() -> None:
+    """Right after the empty broker's return, the owner's consumer asks for its topic's
+    metadata before the owner's topic check creates it: a request that let the broker
+    create the topic would give it the broker's 4 partitions instead of the declared 6,
+    and a producer that knew 6 would write to partitions the broker does not have. The
+    topic comes back with its 6 partitions and every order sent after the return, one
+    per partition, is handled."""
+    async with _own_broker() as broker:
+        seen: list[str] = []
+        ids = _ids_on_every_partition(WIDE.partitions)
+        owner = _bus("shop", broker.bootstrap)
+
+        @owner.subscriber(WIDE, handler="place")
+        async def place(event: Event[Order]) -> None:
+            seen.append(f"{event.payload.order_id}/{event.payload.note}")
+
+        async with owner, _bus("till", broker.bootstrap) as client:
+            for order_id in ids:
+                await _publish_until_accepted(client, order(order_id, note="before"), spec=WIDE)
+            await wait_for(lambda: len(seen) == len(ids), wait_s=30, what="the orders before")
+            await broker.stop()
+            await asyncio.sleep(2)
+            await broker.start()
+            for order_id in ids:
+                await _publish_until_accepted(client, order(order_id, note="after"), spec=WIDE)
+            await wait_for(lambda: len(seen) == 2 * len(ids), wait_s=60, what="the orders after")
+            topic = f"{client.kafka.topic_prefix}{WIDE.name}"
+            assert await _partitions_of(broker.bootstrap, topic) == set(range(WIDE.partitions))
+        assert sorted(seen) == sorted(f"{i}/{note}" for i in ids for note in ("before", "after"))
+
+
+async def test_a_producer_that_knew_more_partitions_learns_the_new_count_before_sending() -> None:
+    """A topic created again with fewer partitions (by anyone) while a bus still knows the
+    old count: its sends after the broker's return go to partitions that exist, so none
+    is acknowledged and then dropped."""
+    async with _own_broker() as broker:
+        ids = _ids_on_every_partition(WIDE.partitions)
+        async with _bus("till", broker.bootstrap) as client:
+            topic = f"{client.kafka.topic_prefix}{WIDE.name}"
+            await create_missing_topics(broker.bootstrap, [NewTopic(topic, 6, 1)])
+            for order_id in ids:
+                await _publish_until_accepted(client, order(order_id, note="before"), spec=WIDE)
+            await broker.stop()
+            await asyncio.sleep(2)
+            await broker.start()
+            await create_missing_topics(broker.bootstrap, [NewTopic(topic, 4, 1)])
+            for order_id in ids:
+                await _publish_until_accepted(client, order(order_id, note="after"), spec=WIDE)
+            records = await read_topic(broker.bootstrap, topic, count=len(ids), wait_s=20)
+        assert sorted(record.key for record in records) == sorted(i.encode() for i in ids)
+
+
+async def test_a_group_consumer_of_a_missing_topic_leaves_it_to_its_owner() -> None:
+    """With the bus's clients (any Bus started in the process turns it on), a consumer
+    whose topic went missing (the embedded broker came back empty) waits for it
+    instead of having the broker create it with the broker's default partition count."""
+    refuse_topic_auto_creation()
+    topic = "shop.cmd.not-yet.v1"
+    async with _own_broker() as broker:
+        await create_missing_topics(broker.bootstrap, [NewTopic(topic, 6, 1)])
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=broker.bootstrap,
+            group_id="not-yet",
+            enable_auto_commit=False,
+            metadata_max_age_ms=500,
+        )
+        await consumer.start()
+        try:
+            await broker.stop()
+            await asyncio.sleep(1)
+            await broker.start()
+            await asyncio.sleep(3)  # several metadata requests naming the topic
+            assert await _partitions_of(broker.bootstrap, topic) is None
+        finally:
+            await consumer.stop()

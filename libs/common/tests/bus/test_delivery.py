@@ -442,7 +442,9 @@ async def test_a_slow_message_holds_up_only_its_own_partition_of_a_batch(make_bu
             await asyncio.sleep(1.5)
         finished.append(event.payload.note)
 
-    # Both wait before the consumer starts, so they arrive in one polled batch.
+    # Both wait before the consumer starts, so they arrive in one polled batch. The
+    # topics are the owner's to create (a producer does not create them).
+    await bus.ensure_topics()
     async with make_bus(service="producer") as producer:
         await producer.publish(ORDERS, order(slow_key, note="slow"))
         await producer.publish(ORDERS, order(slow_key, note="after-slow"))

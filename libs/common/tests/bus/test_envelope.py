@@ -40,6 +40,7 @@ def test_public_names_are_stable() -> None:
         "dlq_topic",
         "group_id",
         "parse_event",
+        "refuse_topic_auto_creation",
         "retry_topic",
     ]
     assert db.__all__ == [

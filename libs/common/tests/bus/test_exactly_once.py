@@ -158,6 +158,7 @@ async def test_outbox_row_committed_before_a_crash_is_published_exactly_once(
     assert crashed.published == 0
     assert await OutboxRelay(database, broker_unreachable).pending() == 1
 
+    await bus.ensure_topics([ORDERS])  # no subscriber here creates it
     async with bus, OutboxRelay(database, bus.send_many, poll_interval=0.1) as relay:
         await wait_for(lambda: relay.published == 1, what="the relay")
         await asyncio.sleep(0.5)  # a second publish would happen in this window
@@ -306,6 +307,7 @@ async def test_a_failure_in_a_group_commit_leaves_its_neighbours_committed_once(
     around it: the others commit once (their after-commit work runs once), the third
     goes to the DLQ and leaves nothing behind."""
     async with make_bus(service="producer") as producer:
+        await producer.ensure_topics([ORDERS])  # before its consumer creates it
         for amount, note in ((1, "a"), (2, "b"), (4, "reject"), (8, "d"), (16, "e")):
             await producer.publish(ORDERS, order("g", amount, note=note))
     bus = make_bus()

@@ -11,6 +11,7 @@ from mainstay_common.bus._envelope import (
     parse_event,
 )
 from mainstay_common.bus._routing import RetryPolicy, dlq_topic, group_id, retry_topic
+from mainstay_common.bus._topics import refuse_topic_auto_creation
 
 __all__ = [
     "Bus",
@@ -26,5 +27,6 @@ __all__ = [
     "dlq_topic",
     "group_id",
     "parse_event",
+    "refuse_topic_auto_creation",
     "retry_topic",
 ]

@@ -35,7 +35,12 @@ from mainstay_common.bus._activity import Activity
 from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
 from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message, encode_headers
 from mainstay_common.bus._routing import RetryPolicy, group_id
-from mainstay_common.bus._topics import create_missing_topics, spec_topic, unique_topics
+from mainstay_common.bus._topics import (
+    create_missing_topics,
+    refuse_topic_auto_creation,
+    spec_topic,
+    unique_topics,
+)
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.lifecycle import Resource, cancel_and_wait, within
 from mainstay_common.settings import KafkaSettings, RetrySettings, ServiceSettings
@@ -449,6 +454,14 @@ class Bus(Resource):
         missing = sorted(topics - set(metadata.topics()))
         if missing:
             raise DependencyUnavailable(f"topics not there (yet): {', '.join(missing)}")
+        if _partitions_differ(producer, metadata, topics):
+            # A topic created again with other partitions: the producer would pick a
+            # partition by the count it knew, which the broker may no longer have.
+            await producer.client.force_metadata_update()
+            if _partitions_differ(producer, metadata, topics):
+                raise DependencyUnavailable(
+                    f"the producer's view of {', '.join(sorted(topics))} is out of date"
+                )
 
     def _require_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -496,6 +509,7 @@ class Bus(Resource):
 
     async def start(self, *, extra_topics: Iterable[TopicSpec[Any]] = ()) -> None:
         extra = list(extra_topics)
+        refuse_topic_auto_creation()
         await self.ensure_topics(extra)
         self.closing.clear()
         producer = AIOKafkaProducer(
@@ -574,6 +588,8 @@ class Bus(Resource):
                 away = True
                 _log.debug("%s: cannot check its topics: %s", self.service, exc)
                 continue
+            if created:
+                self._refresh_consumer_metadata()
             if (away or created) and (self._rewinding is None or self._rewinding.done()):
                 away = False
                 # Apart from this loop: asking for committed offsets waits while the
@@ -584,6 +600,22 @@ class Bus(Resource):
                 _log.warning("%s: created missing topics again: %s", self.service, created)
             elif self._topics_in_doubt and time.monotonic() > self._doubt_until:
                 self._topics_in_doubt = False
+
+    def _kafka_consumers(self) -> list[Any]:
+        """The aiokafka consumers behind this bus's subscribers (those started)."""
+        found: list[Any] = []
+        for subscriber in self._subscribers.values():
+            kafka_consumers = getattr(subscriber, "consumer_subgroup", None) or [
+                getattr(subscriber, "consumer", None)
+            ]
+            found.extend(c for c in kafka_consumers if c is not None)
+        return found
+
+    def _refresh_consumer_metadata(self) -> None:
+        """Have the consumers ask for metadata now: the topics just created are theirs,
+        and without it they would notice them at their next refresh (half a minute)."""
+        for kafka_consumer in self._kafka_consumers():
+            kafka_consumer._client.force_metadata_update()
 
     async def _rewind_to_committed(self) -> None:
         """After the broker was away: every consumer goes back to its group's committed
@@ -596,24 +628,16 @@ class Bus(Resource):
         still there, and going back to them re-reads at most what was in flight (the
         inboxes and idempotency keys make that harmless).
         """
-        for subscriber in self._subscribers.values():
-            kafka_consumers = getattr(subscriber, "consumer_subgroup", None) or [
-                getattr(subscriber, "consumer", None)
-            ]
-            for kafka_consumer in kafka_consumers:
-                if kafka_consumer is None:
-                    continue
-                for partition in list(kafka_consumer.assignment()):
-                    try:
-                        committed = await within(
-                            kafka_consumer.committed(partition), _REWIND_WAIT_S
-                        )
-                        if committed is None:
-                            await kafka_consumer.seek_to_beginning(partition)
-                        else:
-                            kafka_consumer.seek(partition, committed)
-                    except Exception as exc:  # noqa: BLE001 - a rebalance resets positions too
-                        _log.debug("%s: cannot rewind %s: %s", self.service, partition, exc)
+        for kafka_consumer in self._kafka_consumers():
+            for partition in list(kafka_consumer.assignment()):
+                try:
+                    committed = await within(kafka_consumer.committed(partition), _REWIND_WAIT_S)
+                    if committed is None:
+                        await kafka_consumer.seek_to_beginning(partition)
+                    else:
+                        kafka_consumer.seek(partition, committed)
+                except Exception as exc:  # noqa: BLE001 - a rebalance resets positions too
+                    _log.debug("%s: cannot rewind %s: %s", self.service, partition, exc)
 
     async def close(self) -> None:
         """Stop consuming, let in-flight handlers finish (up to the grace), flush, close."""
@@ -682,6 +706,17 @@ def _set_fetch_wait(consumer: Any, wait_ms: int) -> None:
     if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
         raise RuntimeError("aiokafka's consumer has no fetch wait to set; check the pin")
     fetcher._fetch_max_wait_ms = wait_ms
+
+
+def _partitions_differ(producer: AIOKafkaProducer, metadata: Any, topics: set[str]) -> bool:
+    """Whether the producer knows another partition count than ``metadata`` for a topic
+    (a topic it has not sent to yet it learns when it first does)."""
+    known = producer.client.cluster
+    for topic in topics:
+        cached = known.partitions_for_topic(topic)
+        if cached is not None and cached != metadata.partitions_for_topic(topic):
+            return True
+    return False
 
 
 def _poll_without_pause(subscriber: Any, pacing: _IdlePacing) -> None:

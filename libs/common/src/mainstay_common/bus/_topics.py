@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import aiokafka.client
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.metadata import MetadataRequest
 
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.lifecycle import within
@@ -14,7 +16,12 @@ if TYPE_CHECKING:
 
     from mainstay_contracts import TopicSpec
 
-__all__ = ["create_missing_topics", "spec_topic", "unique_topics"]
+__all__ = [
+    "create_missing_topics",
+    "refuse_topic_auto_creation",
+    "spec_topic",
+    "unique_topics",
+]
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -42,6 +49,35 @@ def unique_topics(topics: Sequence[NewTopic]) -> list[NewTopic]:
             seen.add(topic.name)
             unique.append(topic)
     return unique
+
+
+class _ExistingTopicsOnly(MetadataRequest):  # type: ignore[misc]
+    """A metadata request that never asks the broker to create the topics it names."""
+
+    def __init__(
+        self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = None
+    ) -> None:
+        super().__init__(topics, allow_auto_topic_creation=False)
+
+
+def refuse_topic_auto_creation() -> None:
+    """Make every Kafka client of this process ask for metadata without creating topics.
+
+    aiokafka's metadata requests let the broker create a topic they name, and a broker
+    that does (Apache Kafka's default, the embedded one always) creates it with its
+    own default partition count: a consumer subscribed to a topic that is missing for
+    a moment (the embedded broker came back empty) would create it with 4 partitions
+    where its declaration says 6, before the owner creates it right. Producers that
+    still know the 6 partitions then write to partitions the broker does not have
+    (it acknowledges and drops them), and tasks land on partitions other than the one
+    their id maps to. A topic is created by its owner only (:func:`create_missing_topics`).
+    """
+    current = getattr(aiokafka.client, "MetadataRequest", None)
+    if current is _ExistingTopicsOnly:
+        return
+    if current is not MetadataRequest:
+        raise RuntimeError("aiokafka's client builds metadata requests differently; check the pin")
+    aiokafka.client.MetadataRequest = _ExistingTopicsOnly
 
 
 async def create_missing_topics(

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
 
 from mainstay_common.devstack import free_port
 from mainstay_common.devstack._postgres import (
@@ -43,6 +44,7 @@ from mainstay_common.devstack._postgres import (
 )
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.testing import PrivateBroker, TopicTail
+from mainstay_contracts import REGISTRY
 from mainstay_contracts.execution import TASK_EVENTS
 from mainstay_execution.testing.events import FINAL_TYPES
 from mainstay_execution.testing.fake_models import Stall, ToolLoopResponder
@@ -573,6 +575,8 @@ async def broker_restart(
                     await _submit(mesh, second, token, "broker")
                 ended_after = await watch.wait_ended(second, wait_s)
                 _say(f"broker: the batch after the restart ended: {ended_after}")
+                other_partitions = await _topics_with_other_partitions(mesh)
+                _say(f"broker: topics back with other partitions than declared: {other_partitions}")
                 watch.events.update(before)  # the broker forgot them; the first watch read them
                 figures = await _figures(
                     "broker_restart",
@@ -586,12 +590,29 @@ async def broker_restart(
                         "outbox_republished_after_restart": agent_learned,
                         "republished_after_s": learned_after_s,
                         "execution_alive": process.returncode is None,
+                        "topics_with_other_partitions": other_partitions,
                     },
                 )
             if not agent_learned:
                 figures.lost += 1
         mesh.models.respond("primary", None)
     return figures
+
+
+async def _topics_with_other_partitions(mesh: FullMesh) -> list[str]:
+    """The mesh's declared topics that exist with another partition count than declared."""
+    producer = AIOKafkaProducer(bootstrap_servers=mesh.kafka.bootstrap)
+    await producer.start()
+    try:
+        metadata = await producer.client.fetch_all_metadata()
+    finally:
+        await producer.stop()
+    other: list[str] = []
+    for spec in REGISTRY:
+        partitions = metadata.partitions_for_topic(f"{mesh.kafka.topic_prefix}{spec.name}")
+        if partitions is not None and len(partitions) != spec.partitions:
+            other.append(f"{spec.name} ({len(partitions)} of {spec.partitions})")
+    return other
 
 
 async def _agent_version(mesh: FullMesh, version: int) -> bool:
