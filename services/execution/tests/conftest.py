@@ -185,4 +185,7 @@ async def mesh(
         FakeModelServer() as models,
         Bus(service="tests", kafka=kafka) as bus,
     ):
+        # It stands in for the supervisor and the users; their topics would otherwise
+        # be created only by the first execution instance (nobody else creates them).
+        await bus.ensure_topics([AGENT_EVENTS, SUBMIT_TASK])
         yield Mesh(kafka=kafka, models=models, signer=signer, bus=bus, dsn=dsn, home=home)
