@@ -28,7 +28,7 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -36,7 +36,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from mainstay_client._settings import Caller, ClientError, ClientSettings
-from mainstay_common.bus import build_message, refuse_topic_auto_creation
+from mainstay_common.bus import build_message, refuse_topic_auto_creation, start_kafka_client
 from mainstay_common.errors import InvalidMessage
 from mainstay_contracts.execution import (
     CANCEL_TASK,
@@ -61,6 +61,9 @@ _SOURCE = "mainstay-client"
 _POLL_MS = 200
 
 
+_Client = TypeVar("_Client", AIOKafkaConsumer, AIOKafkaProducer)
+
+
 class Mainstay(Caller):
     """The mesh as an agent developer uses it: submit tasks, follow them, cancel them.
 
@@ -81,15 +84,18 @@ class Mainstay(Caller):
             acks="all",
             request_timeout_ms=int(self.settings.kafka.request_timeout_s * 1000),
         )
-        try:
-            await producer.start()
-        except KafkaError as exc:
-            await producer.stop()
-            raise ClientError(
-                f"the Kafka broker at {self.settings.kafka.bootstrap} is unreachable: {exc}"
-            ) from exc
-        self._producer = producer
+        self._producer = await self._started(producer)
         return self
+
+    async def _started(self, client: _Client) -> _Client:
+        """``client`` started, or a ``ClientError`` naming the unreachable broker."""
+        try:
+            await start_kafka_client(client, timeout_s=self.settings.kafka.request_timeout_s)
+        except (KafkaError, TimeoutError) as exc:
+            raise ClientError(
+                f"the Kafka broker at {self.settings.kafka.bootstrap} is unreachable: {exc!r}"
+            ) from exc
+        return client
 
     async def __aexit__(self, *exc: object) -> None:
         if self._producer is not None:
@@ -161,13 +167,15 @@ class Mainstay(Caller):
     def events_topic(self) -> str:
         return f"{self.settings.kafka.topic_prefix}{TASK_EVENTS.name}"
 
-    def consumer(self) -> AIOKafkaConsumer:
-        """A group-less consumer of the task events (the caller assigns and starts it)."""
-        return AIOKafkaConsumer(
+    async def started_consumer(self) -> AIOKafkaConsumer:
+        """A started group-less consumer of the task events (the caller assigns and stops it)."""
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka.bootstrap,
             enable_auto_commit=False,
             fetch_max_wait_ms=self.settings.kafka.fetch_max_wait_ms,
+            request_timeout_ms=int(self.settings.kafka.request_timeout_s * 1000),
         )
+        return await self._started(consumer)
 
     async def _partition(self, task_id: str) -> int:
         """The partition of the task's events (the producers' default partitioner)."""
@@ -184,8 +192,7 @@ class Mainstay(Caller):
         return int(picked)
 
     async def _end_offset(self, partition: int) -> int:
-        consumer = self.consumer()
-        await consumer.start()
+        consumer = await self.started_consumer()
         try:
             tp = TopicPartition(self.events_topic, partition)
             offsets = await consumer.end_offsets([tp])
@@ -242,11 +249,10 @@ class TaskHandle:
         :class:`ClientError` when ``timeout_s`` passes first (the task goes on).
         """
         client = self._client
-        consumer = client.consumer()
         tp = TopicPartition(client.events_topic, self._partition)
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        await consumer.start()
+        consumer = await client.started_consumer()
         try:
             consumer.assign([tp])
             if self._start is None:
@@ -273,9 +279,8 @@ class TaskHandle:
         """The task's events published so far (from where the handle starts), without
         waiting for more."""
         client = self._client
-        consumer = client.consumer()
         tp = TopicPartition(client.events_topic, self._partition)
-        await consumer.start()
+        consumer = await client.started_consumer()
         try:
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]

@@ -42,6 +42,7 @@ def test_public_names_are_stable() -> None:
         "parse_event",
         "refuse_topic_auto_creation",
         "retry_topic",
+        "start_kafka_client",
     ]
     assert db.__all__ == [
         "LIBRARY_MIGRATIONS",

@@ -222,8 +222,7 @@ class DeadLetters:
         """Every DLQ with its counts: ``total`` on the broker, ``pending``, ``replayed``,
         ``purged`` (the last three add up to the total)."""
         dlqs = await self._broker.dlqs()
-        async with self._broker.reader() as reader:
-            bounds = await reader.bounds({topic: range(n) for topic, n in dlqs.items()})
+        bounds = await self._broker.bounds({topic: range(n) for topic, n in dlqs.items()})
         acted = await self._acted_counts(bounds)
         queues = []
         for topic in sorted(dlqs):

@@ -165,8 +165,7 @@ class KafkaMonitor:
         topics = {t: n for t, n in (await self._broker.topics()).items() if self._ours(t)}
         if not topics:
             return Snapshot(taken_at=taken_at)
-        async with self._broker.reader() as reader:
-            bounds = await reader.bounds({topic: range(n) for topic, n in topics.items()})
+        bounds = await self._broker.bounds({topic: range(n) for topic, n in topics.items()})
         partitions = [TopicPartition(t, p) for t in sorted(bounds) for p in sorted(bounds[t])]
         topic_ends = {t: sum(end for _, end in spans.values()) for t, spans in bounds.items()}
         groups: dict[str, GroupState] = {}

@@ -2,6 +2,7 @@
 
 from mainstay_common.bus._asyncapi import asyncapi_document
 from mainstay_common.bus._bus import Bus
+from mainstay_common.bus._clients import start_kafka_client
 from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
 from mainstay_common.bus._envelope import (
     Event,
@@ -29,4 +30,5 @@ __all__ = [
     "parse_event",
     "refuse_topic_auto_creation",
     "retry_topic",
+    "start_kafka_client",
 ]

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from mainstay_common.bus._activity import Activity
+from mainstay_common.bus._clients import start_kafka_client
 from mainstay_common.bus._consumer import Consumer, Handler, TransactionalHandler
 from mainstay_common.bus._envelope import Event, OutgoingMessage, build_message, encode_headers
 from mainstay_common.bus._routing import RetryPolicy, group_id
@@ -521,7 +522,7 @@ class Bus(Resource):
             metadata_max_age_ms=_METADATA_MAX_AGE_MS,
         )
         self._notice_broken_connections(producer)
-        await producer.start()
+        await start_kafka_client(producer, timeout_s=self.kafka.request_timeout_s)
         self._producer = producer
         try:
             await self.broker.start()

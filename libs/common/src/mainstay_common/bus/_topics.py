@@ -8,6 +8,7 @@ import aiokafka.client
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.protocol.metadata import MetadataRequest
 
+from mainstay_common.bus._clients import start_kafka_client
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.lifecycle import within
 
@@ -95,7 +96,7 @@ async def create_missing_topics(
         bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
     )
     try:
-        await within(admin.start(), timeout_s)
+        await start_kafka_client(admin, timeout_s=timeout_s)
         existing = set(await within(admin.list_topics(), timeout_s))
         missing = [topic for topic in topics if topic.name not in existing]
         if not missing:

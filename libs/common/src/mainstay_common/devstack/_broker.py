@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from mainstay_common.bus._clients import start_kafka_client
 from mainstay_common.bus._topics import create_missing_topics, spec_topic
 from mainstay_common.devstack._home import StackError
 from mainstay_common.devstack._process import tail, tcp_port_open
@@ -93,8 +94,8 @@ async def _admin(bootstrap: str, timeout_s: float) -> AsyncIterator[AIOKafkaAdmi
         request_timeout_ms=max(1, int(timeout_s * 1000)),
         client_id="mainstay-devstack",
     )
+    await start_kafka_client(client, timeout_s=timeout_s)
     try:
-        await within(client.start(), timeout_s)
         yield client
     finally:
         await client.close()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from mainstay_common.bus._clients import start_kafka_client
 from mainstay_common.lifecycle import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ async def read_records(
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
-    await consumer.start()
+    await start_kafka_client(consumer, timeout_s=wait_s)
     found: list[ConsumerRecord[Any, Any]] = []
     deadline = time.monotonic() + wait_s
     try:
@@ -103,7 +104,7 @@ class TopicTail:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
-        await self._consumer.start()
+        await start_kafka_client(self._consumer, timeout_s=30)
         try:
             await assign_from_beginning(self._consumer, self._topics)
         except BaseException:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer
 
+from mainstay_common.bus import start_kafka_client
 from mainstay_common.testing import assign_from_beginning, read_records
 from mainstay_contracts.execution import TASK_EVENTS
 
@@ -53,7 +54,7 @@ async def _events_so_far(bootstrap: str, topic: str, wait_s: float = 30) -> list
     """Every event of ``topic`` up to its end as of now (an ``AssertionError`` if they
     cannot be read within ``wait_s``, never a silently short list)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    await start_kafka_client(consumer, timeout_s=wait_s)
     try:
         partitions = await assign_from_beginning(consumer, [topic], wait_s=wait_s)
         ends = await consumer.end_offsets(partitions)

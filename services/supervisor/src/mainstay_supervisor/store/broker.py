@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from mainstay_common.bus import decode_headers
+from mainstay_common.bus import decode_headers, start_kafka_client
 from mainstay_common.errors import DependencyTimeout, DependencyUnavailable, MainstayError
 from mainstay_common.lifecycle import Resource, within
 from mainstay_contracts import Header
@@ -103,6 +103,7 @@ class Broker(Resource):
         self.topic_prefix = kafka.topic_prefix
         self._timeout_s = kafka.request_timeout_s
         self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
         admin = AIOKafkaAdminClient(
@@ -110,18 +111,45 @@ class Broker(Resource):
             client_id=_CLIENT_ID,
             request_timeout_ms=int(self._timeout_s * 1000),
         )
+        with _broker_errors("connect to the broker"):
+            await start_kafka_client(admin, timeout_s=self._timeout_s)
         try:
+            offsets = self._consumer()
             with _broker_errors("connect to the broker"):
-                await within(admin.start(), self._timeout_s)
+                await start_kafka_client(offsets, timeout_s=self._timeout_s)
         except BaseException:
             await admin.close()
             raise
-        self._admin = admin
+        self._admin, self._offsets = admin, offsets
 
     async def close(self) -> None:
         admin, self._admin = self._admin, None
+        offsets, self._offsets = self._offsets, None
+        if offsets is not None:
+            await offsets.stop()
         if admin is not None:
             await admin.close()
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self._kafka.bootstrap,
+            client_id=_CLIENT_ID,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            request_timeout_ms=int(self._timeout_s * 1000),
+            fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
+        )
+
+    async def bounds(self, topics: Mapping[str, Iterable[int]]) -> dict[str, Bounds]:
+        """``(first offset, end offset)`` of the given partitions of each topic.
+
+        Asked on one consumer kept for the purpose (asking for offsets assigns
+        nothing), not on a reader of its own: the monitor asks every few seconds.
+        """
+        if self._offsets is None:
+            raise RuntimeError("Broker is not started; use 'async with'")
+        return await _bounds(self._offsets, topics, self._timeout_s)
 
     async def topics(self) -> dict[str, int]:
         """Every topic on the broker and its partition count."""
@@ -178,18 +206,10 @@ class Broker(Resource):
     @contextlib.asynccontextmanager
     async def reader(self) -> AsyncIterator[BrokerReader]:
         """A reader of its own: its assignment is not shared with concurrent requests."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._kafka.bootstrap,
-            client_id=_CLIENT_ID,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            request_timeout_ms=int(self._timeout_s * 1000),
-            fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
-        )
+        consumer = self._consumer()
+        with _broker_errors("connect to the broker"):
+            await start_kafka_client(consumer, timeout_s=self._timeout_s)
         try:
-            with _broker_errors("connect to the broker"):
-                await within(consumer.start(), self._timeout_s)
             yield BrokerReader(consumer, self._timeout_s)
         finally:
             await consumer.stop()
@@ -204,16 +224,7 @@ class BrokerReader:
 
     async def bounds(self, topics: Mapping[str, Iterable[int]]) -> dict[str, Bounds]:
         """``(first offset, end offset)`` of the given partitions of each topic."""
-        partitions = [TopicPartition(t, p) for t, ps in topics.items() for p in ps]
-        bounds: dict[str, Bounds] = {topic: {} for topic in topics}
-        if not partitions:
-            return bounds
-        with _broker_errors("read the offsets of the dead-letter topics"):
-            firsts = await within(self._consumer.beginning_offsets(partitions), self._timeout_s)
-            ends = await within(self._consumer.end_offsets(partitions), self._timeout_s)
-        for tp in partitions:
-            bounds[tp.topic][tp.partition] = (firsts[tp], ends[tp])
-        return bounds
+        return await _bounds(self._consumer, topics, self._timeout_s)
 
     async def one(self, topic: str, partition: int, offset: int) -> Letter | None:
         """The letter at ``offset``, if there is one."""
@@ -263,3 +274,18 @@ def _broker_errors(doing: str) -> Iterator[None]:
         raise DependencyTimeout(f"broker: could not {doing} in time") from exc
     except (KafkaError, OSError) as exc:
         raise DependencyUnavailable(f"broker: could not {doing}: {exc!r}") from exc
+
+
+async def _bounds(
+    consumer: AIOKafkaConsumer, topics: Mapping[str, Iterable[int]], timeout_s: float
+) -> dict[str, Bounds]:
+    partitions = [TopicPartition(t, p) for t, ps in topics.items() for p in ps]
+    bounds: dict[str, Bounds] = {topic: {} for topic in topics}
+    if not partitions:
+        return bounds
+    with _broker_errors("read the offsets of the topics"):
+        firsts = await within(consumer.beginning_offsets(partitions), timeout_s)
+        ends = await within(consumer.end_offsets(partitions), timeout_s)
+    for tp in partitions:
+        bounds[tp.topic][tp.partition] = (firsts[tp], ends[tp])
+    return bounds
