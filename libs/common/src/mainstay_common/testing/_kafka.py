@@ -21,6 +21,10 @@ __all__ = ["TopicTail", "assign_from_beginning", "read_records"]
 
 _log = logging.getLogger(__name__)
 
+# How long a helper's consumer may take to start: apart from (and longer than) the
+# caller's wait for records, which may be a second when it expects none.
+_START_S = 30.0
+
 
 async def read_records(
     bootstrap: str,
@@ -39,7 +43,7 @@ async def read_records(
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
-    await start_kafka_client(consumer, timeout_s=wait_s)
+    await start_kafka_client(consumer, timeout_s=_START_S)
     found: list[ConsumerRecord[Any, Any]] = []
     deadline = time.monotonic() + wait_s
     try:
@@ -104,7 +108,7 @@ class TopicTail:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
-        await start_kafka_client(self._consumer, timeout_s=30)
+        await start_kafka_client(self._consumer, timeout_s=_START_S)
         try:
             await assign_from_beginning(self._consumer, self._topics)
         except BaseException:

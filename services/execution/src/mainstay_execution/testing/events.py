@@ -54,7 +54,7 @@ async def _events_so_far(bootstrap: str, topic: str, wait_s: float = 30) -> list
     """Every event of ``topic`` up to its end as of now (an ``AssertionError`` if they
     cannot be read within ``wait_s``, never a silently short list)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await start_kafka_client(consumer, timeout_s=wait_s)
+    await start_kafka_client(consumer, timeout_s=max(wait_s, 30))  # a start is not a read
     try:
         partitions = await assign_from_beginning(consumer, [topic], wait_s=wait_s)
         ends = await consumer.end_offsets(partitions)
