@@ -149,7 +149,9 @@ class Observer:
         if ledger:  # the ledger's events about each task too, in :attr:`Observed.ledger`
             self._names[f"{kafka.topic_prefix}{LEDGER_EVENTS.name}"] = "ledger"
         self.tasks: defaultdict[str, Observed] = defaultdict(Observed)
-        self._tail = TopicTail(kafka.bootstrap, self._names, self._on_record, fetch_max_wait_ms=10)
+        self._tail = TopicTail(
+            kafka.bootstrap, self._names, self._on_record, fetch_max_wait_ms=kafka.fetch_max_wait_ms
+        )
 
     async def __aenter__(self) -> Observer:
         await self._tail.__aenter__()

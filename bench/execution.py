@@ -2,16 +2,17 @@
 
 One run starts (on the embedded broker and PostgreSQL unless
 ``MAINSTAY_KAFKA_BOOTSTRAP`` / ``MAINSTAY_POSTGRES_DSN`` are set) the whole mesh
-of :mod:`mainstay_execution.testing.mesh` (identity, ledger, memory, supervisor,
-the fake model server and the tool server in this process; the tools gateway
-as its own process, ``python -m mainstay_tools_gateway``, as a deployment runs
-it) and one execution instance as its own process (``python -m
+of :mod:`mainstay_execution.testing.mesh` (identity, ledger, memory and supervisor
+in this process; the tools gateway as its own process, ``python -m
+mainstay_tools_gateway``, as a deployment runs it), the agent's model and tool
+in a process of their own (:mod:`_noop_servers`: served from this busy process
+they would wait on its event loop) and one execution instance as its own process (``python -m
 mainstay_execution``), **with the ledger off and no memory** (``ledger=False``,
 ``memory_target=None``: no hold, no usage, no recall), and with the service's
 default ``wait_poll_s`` and ``ownership_check_s`` rather than the tests' short
 ones. Its agent's every step is a no-op: the fake model answers at once with a
-call of the ``noop`` tool (an HTTP tool on the local tool server, through the
-gateway over Kafka) until the task has ``steps - 1`` tool results, then answers.
+call of the ``noop`` tool (an HTTP tool on that process's tool server, through
+the gateway over Kafka) until the task has ``steps - 1`` tool results, then answers.
 
 It measures, alternating rounds so machine noise hits each side alike:
 
@@ -53,7 +54,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from _mesh import Baseline, Observer, StepResponder, epoch_ms, log, mesh, ms_between
+from _mesh import Baseline, Observer, epoch_ms, log, mesh, ms_between
+from _noop_servers import NoopServers
 
 from mainstay_common.testing import temporary_database
 from mainstay_execution.settings import ExecutionSettings
@@ -161,10 +163,9 @@ async def run_tasks(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     defaults = ExecutionSettings.model_fields
     async with mesh("mainstay-bench-execution-", gateway_process=True) as (fm, server_dsn):
-        model = StepResponder([TOOL], args.steps - 1)
-        fm.models.respond("primary", model)
         say("starting the execution process")
         async with (
+            NoopServers("primary", [TOOL], args.steps - 1) as noop,
             fm.execution_process(
                 ledger=False,
                 memory_target=None,
@@ -175,15 +176,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             say(f"execution log: {process.log}")
             # both wait until the execution database has them
-            await fm.register_tool(TOOL)
+            await fm.register_tool(TOOL, http={"url": noop.tool_urls[TOOL]})
             await fm.register_agent(
                 AGENT,
+                models=[noop.model_ref],
                 tools=[TOOL],
                 memory={"recall": False, "remember": []},
                 limits={"max_steps": args.steps},
             )
             async with Observer(fm.kafka) as observer, Baseline(fm, dsn) as baseline:
-                return await measure(args, fm, observer, baseline, model)
+                return await measure(args, fm, observer, baseline, noop)
 
 
 async def measure(
@@ -191,7 +193,7 @@ async def measure(
     fm: FullMesh,
     observer: Observer,
     baseline: Baseline,
-    model: StepResponder,
+    noop: NoopServers,
 ) -> dict[str, Any]:
     say("warming up")
     await run_tasks(fm, observer, 1, args.steps, at_once=False)
@@ -226,9 +228,10 @@ async def measure(
     elapsed = time.perf_counter() - started
     concurrent_ms = [ms for task in together for ms in step_intervals(task)]
     parts: dict[str, list[float]] = {}
+    arrivals = await noop.arrivals()
     for task in measured:
         task_id = task.events[0]["task_id"]
-        for name, values in breakdown(task, model.arrivals[prompt(task_id)]).items():
+        for name, values in breakdown(task, arrivals[prompt(task_id)]).items():
             parts.setdefault(name, []).extend(values)
     step_p50, base_p50 = p50(step_ms), p50(base_ms)
     return {

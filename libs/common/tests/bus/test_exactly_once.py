@@ -334,3 +334,67 @@ async def test_a_failure_in_a_group_commit_leaves_its_neighbours_committed_once(
     # rolled back); the failing one ran once: a permanent failure is not retried
     assert runs.count("reject") == 1
     assert set(runs) == {"a", "b", "reject", "d", "e"}
+
+
+async def test_a_batched_transaction_inserts_its_messages_at_the_end_in_one_statement(
+    make_bus, database: Database
+) -> None:
+    bus = make_bus()
+    outbox = Outbox(database)
+    statements: list[str] = []
+
+    def log(record: Any) -> None:
+        statements.append(record.query)
+
+    async with database.pool.acquire() as tx:
+        tx.add_query_logger(log)
+        async with tx.transaction():
+            async with outbox.batched(tx):
+                await outbox.add(tx, bus.message(ORDERS, order("b-1")))
+                await outbox.add(
+                    tx, bus.message(ORDERS, order("b-2")), bus.message(ORDERS, order("b-3"))
+                )
+                # collected, not written yet
+                assert await tx.fetchval("SELECT count(*) FROM outbox") == 0
+            assert await tx.fetchval("SELECT count(*) FROM outbox") == 3
+        tx.remove_query_logger(log)
+    assert sum("INSERT INTO outbox" in sql for sql in statements) == 1
+    keys = [
+        json.loads(value)["order_id"]
+        for value in await database.pool.fetchval("SELECT array_agg(value ORDER BY id) FROM outbox")
+    ]
+    assert keys == ["b-1", "b-2", "b-3"]
+
+
+async def test_a_batched_transaction_that_fails_inserts_nothing_and_the_next_one_works(
+    make_bus, database: Database
+) -> None:
+    bus = make_bus()
+    outbox = Outbox(database)
+    async with database.pool.acquire() as tx:
+
+        async def change_then_fail() -> None:
+            async with tx.transaction(), outbox.batched(tx):
+                await outbox.add(tx, bus.message(ORDERS, order("f-1")))
+                raise RuleViolation("the state change is refused")
+
+        with pytest.raises(RuleViolation):
+            await change_then_fail()
+        async with tx.transaction(), outbox.batched(tx):
+            await outbox.add(tx, bus.message(ORDERS, order("f-2")))
+    rows = await database.pool.fetch("SELECT value FROM outbox")
+    assert [json.loads(row["value"])["order_id"] for row in rows] == ["f-2"]
+
+
+async def test_collecting_refuses_outside_a_transaction_and_twice_for_one(
+    make_bus, database: Database
+) -> None:
+    outbox = Outbox(database)
+    async with database.pool.acquire() as conn:
+        with pytest.raises(RuntimeError, match="inside the transaction"):
+            async with outbox.collecting(conn):
+                pass
+        async with conn.transaction(), outbox.collecting(conn):
+            with pytest.raises(RuntimeError, match="already collecting"):
+                async with outbox.batched(conn):
+                    pass

@@ -88,7 +88,11 @@ class ExecutionApp(ServiceApp):
             )
             stack.push_async_callback(tokens.aclose)
         telemetry = self._telemetry(stack, "execution")
-        database = await self._database(stack, schema=SCHEMA, migrations=MIGRATIONS)
+        # Nothing here leaves session state on a pooled connection (advisory locks are
+        # transaction-scoped, no SET, the outbox listener unlistens at close).
+        database = await self._database(
+            stack, schema=SCHEMA, migrations=MIGRATIONS, reset_sessions=False
+        )
         providers = Providers()
         stack.push_async_callback(providers.aclose)
         bus = self._bus("execution", telemetry)
@@ -112,6 +116,7 @@ class ExecutionApp(ServiceApp):
         wakeups = Wakeups()
         runner = Runner(
             database=database,
+            outbox=outbox,
             tasks=tasks,
             leases=leases,
             provider=providers,

@@ -22,7 +22,7 @@ from mainstay_common.errors import MainstayError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from mainstay_common.db import Connection, Database
+    from mainstay_common.db import Connection, Database, Outbox
 
 __all__ = ["Fenced", "Leases", "partition_of"]
 
@@ -88,18 +88,46 @@ class Leases:
         return kept
 
     @contextlib.asynccontextmanager
-    async def fenced(self, partition: int) -> AsyncIterator[Connection]:
-        """A transaction that commits only while this instance holds ``partition``."""
+    async def fenced(
+        self, partition: int, outbox: Outbox | None = None
+    ) -> AsyncIterator[Connection]:
+        """A transaction that commits only while this instance holds ``partition``.
+
+        With ``outbox``, the messages added to it in the transaction are inserted at
+        its end by the statement that checks the lease (one round trip for both). A
+        check at the end fences as surely as one at the start: either the lease was
+        taken over before it (the transaction rolls back) or its share lock holds the
+        next owner's takeover until this transaction committed.
+        """
         epoch = self.held.get(partition)
         if epoch is None:
             raise Fenced(f"partition {partition}: not held by {self.owner}")
         async with self._database.pool.acquire() as conn, conn.transaction():
+            if outbox is None:
+                self._check(partition, epoch, await conn.fetchval(_FENCE, partition))
+                yield conn
+                return
+            async with outbox.collecting(conn) as messages:
+                yield conn
+            if not messages:
+                self._check(partition, epoch, await conn.fetchval(_FENCE, partition))
+                return
+            insert, args = outbox.insert_statement(messages, first_param=3)
             current = await conn.fetchval(
-                "SELECT epoch FROM leases WHERE partition = $1 FOR SHARE", partition
+                f"WITH fence AS ({_FENCE}), staged AS ({insert})"  # noqa: S608 - see insert_statement
+                " SELECT epoch FROM fence, pg_notify($2, '')",
+                partition,
+                outbox.channel,
+                *args,
             )
-            if current != epoch:
-                self.held.pop(partition, None)
-                raise Fenced(
-                    f"partition {partition}: lease epoch is {current}, this instance has {epoch}"
-                )
-            yield conn
+            self._check(partition, epoch, current)
+
+    def _check(self, partition: int, epoch: int, current: int | None) -> None:
+        if current != epoch:
+            self.held.pop(partition, None)
+            raise Fenced(
+                f"partition {partition}: lease epoch is {current}, this instance has {epoch}"
+            )
+
+
+_FENCE = "SELECT epoch FROM leases WHERE partition = $1 FOR SHARE"

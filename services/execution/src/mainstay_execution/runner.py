@@ -28,6 +28,7 @@ lost the partition stops at its next write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import logging
@@ -43,7 +44,9 @@ from mainstay_execution.providers.base import Message, ModelError, ModelReply
 from mainstay_execution.tasks import TaskEnded
 
 if TYPE_CHECKING:
-    from mainstay_common.db import Connection, Database
+    from collections.abc import AsyncIterator
+
+    from mainstay_common.db import Connection, Database, Outbox
     from mainstay_contracts.supervisor import ModelRef
     from mainstay_execution.budget import Budget
     from mainstay_execution.escalations import Escalations
@@ -81,6 +84,11 @@ class Wakeups:
         if event is not None:
             event.set()
 
+    def watch(self, task_id: str) -> None:
+        """Keep the notices for ``task_id`` from now on (until :meth:`forget`), so that
+        one given while its runner is busy ends the runner's next wait at once."""
+        self._events.setdefault(task_id, asyncio.Event())
+
     async def wait(self, task_id: str, seconds: float) -> None:
         event = self._events.setdefault(task_id, asyncio.Event())
         try:
@@ -101,6 +109,7 @@ class Runner:
         self,
         *,
         database: Database,
+        outbox: Outbox,
         tasks: Tasks,
         leases: Leases,
         provider: Provider,
@@ -114,6 +123,7 @@ class Runner:
         api_keys: dict[str, str],
     ) -> None:
         self._database = database
+        self._outbox = outbox
         self._tasks = tasks
         self._leases = leases
         self._provider = provider
@@ -128,6 +138,7 @@ class Runner:
 
     async def run(self, task_id: str) -> None:
         """Advance the task until it ends or this instance loses its partition."""
+        self._wakeups.watch(task_id)
         try:
             while True:
                 task = await self._tasks.load(task_id)
@@ -141,6 +152,13 @@ class Runner:
             _log.info("task %s: stopped, %s", task_id, exc)
         finally:
             self._wakeups.forget(task_id)
+
+    @contextlib.asynccontextmanager
+    async def _fenced(self, partition: int) -> AsyncIterator[Connection]:
+        """A transaction fenced by the partition's lease; its outgoing messages are
+        inserted at its end, with the lease check, in one statement."""
+        async with self._leases.fenced(partition, self._outbox) as tx:
+            yield tx
 
     def _poll(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self._settings.wait_poll_s)
@@ -188,7 +206,7 @@ class Runner:
             await self._end(task, "failed", failure)
             return None
         if state == "none":
-            async with self._leases.fenced(task.partition) as tx:
+            async with self._fenced(task.partition) as tx:
                 await self._budget.open(tx, task)
                 await self._wait_for(
                     tx,
@@ -198,7 +216,7 @@ class Runner:
                     hold_state="requested",
                 )
         elif state == "exhausted" and task.waiting_for != "budget":
-            async with self._leases.fenced(task.partition) as tx:
+            async with self._fenced(task.partition) as tx:
                 await self._wait_for(
                     tx,
                     task,
@@ -210,7 +228,7 @@ class Runner:
             # ran out stops the task before its next step, not after it.
             return self._poll(now)
         elif task.waiting_for in ("hold", "budget"):
-            async with self._leases.fenced(task.partition) as tx:
+            async with self._fenced(task.partition) as tx:
                 await self._tasks.update(tx, task.task_id, state="running", waiting_for="")
         else:
             return GO_ON
@@ -237,7 +255,7 @@ class Runner:
                 )
             except MemoryUnavailable as exc:
                 trouble = str(exc)
-        async with self._leases.fenced(task.partition) as tx:
+        async with self._fenced(task.partition) as tx:
             updated = await self._tasks.update(
                 tx,
                 task.task_id,
@@ -255,7 +273,7 @@ class Runner:
         return None
 
     async def _end(self, task: Task, state: str, reason: str, answer: str | None = None) -> None:
-        async with self._leases.fenced(task.partition) as tx:
+        async with self._fenced(task.partition) as tx:
             await self._end_in(tx, task, state, reason, answer, pending=True)
 
     async def _end_in(
@@ -299,7 +317,7 @@ class Runner:
                 unconfirmed,
                 self._settings.usage_confirm_s,
             )
-        async with self._leases.fenced(task.partition) as tx:
+        async with self._fenced(task.partition) as tx:
             current = await self._tasks.load(task.task_id, tx=tx)
             assert current is not None
             ending = task.ending
@@ -332,7 +350,7 @@ class Runner:
         if decision == "skip":
             await self._fall_back(task, f"skipped by {who}: {escalation['reason']}")
             return None
-        async with self._leases.fenced(task.partition) as tx:
+        async with self._fenced(task.partition) as tx:
             updated = await self._tasks.update(
                 tx, task.task_id, escalation=None, state="running", waiting_for=""
             )
@@ -352,7 +370,7 @@ class Runner:
         if token is None:
             await self._end(task, "failed", reason)
             return
-        async with self._leases.fenced(task.partition) as tx:
+        async with self._fenced(task.partition) as tx:
             pending = await self._escalations.escalate(
                 tx, task, step=step, reason=reason, token=token
             )
@@ -379,7 +397,7 @@ class Runner:
         GO_ON once they are all in."""
         progress = await self._tools.progress(task.task_id, task.steps, now)
         if progress.resend or progress.give_up:
-            async with self._leases.fenced(task.partition) as tx:
+            async with self._fenced(task.partition) as tx:
                 for row in progress.give_up:
                     await self._tools.give_up(tx, row)
                 for row in progress.resend:
@@ -439,7 +457,8 @@ class Runner:
             return None
         self._circuits.succeeded(ref.provider, ref.model)
         problems = self._tools.problems(specs, reply) if reply.tool_calls else {}
-        async with self._leases.fenced(task.partition) as tx:
+        until: datetime | None = None
+        async with self._fenced(task.partition) as tx:
             await self._checkpoint(tx, task, step, reply)
             if not reply.tool_calls or problems:
                 updated = await self._tasks.update(tx, task.task_id, steps=step)
@@ -456,7 +475,10 @@ class Runner:
                     waiting_for="tools",
                     corrections=0,
                 )
-                await self._tools.dispatch(tx, waiting, step, reply.tool_calls)
+                if await self._tools.dispatch(tx, waiting, step, reply.tool_calls):
+                    # Sent calls are answered no sooner than a round trip through the
+                    # gateway: wait for the results' wake-up rather than look at once.
+                    until = self._poll(datetime.now(UTC))
                 names = [call.name for call in reply.tool_calls]
                 await self._tasks.emit(
                     tx,
@@ -467,7 +489,7 @@ class Runner:
                     reason=f"tools: waiting for {', '.join(names)}"[:4000],
                     details={"waiting_for": "tools", "tools": names},
                 )
-        return None
+        return until
 
     async def _ask(
         self, task: Task, ref: ModelRef
@@ -488,7 +510,7 @@ class Runner:
         what led to them)."""
         if task.waiting_for != "tools":
             return
-        async with self._leases.fenced(task.partition) as tx:
+        async with self._fenced(task.partition) as tx:
             updated = await self._tasks.update(tx, task.task_id, state="running", waiting_for="")
             await self._tasks.emit(tx, "step.started", updated, step=step)
 
@@ -533,7 +555,7 @@ class Runner:
         settings = self._settings
         action = decide(exc.kind, attempt=attempt, max_attempts=settings.max_attempts)
         if action in ("fallback", "escalate"):
-            async with self._leases.fenced(task.partition) as tx:
+            async with self._fenced(task.partition) as tx:
                 await self._insert_failure(tx, task, step, exc)
             if action == "fallback":
                 await self._fall_back(task, f"{exc.kind}: {exc}")
@@ -544,7 +566,7 @@ class Runner:
         if action == "wait" and exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
         wake_at = datetime.now(UTC) + timedelta(seconds=delay)
-        async with self._leases.fenced(task.partition) as tx:
+        async with self._fenced(task.partition) as tx:
             await self._insert_failure(tx, task, step, exc)
             updated = await self._tasks.update(tx, task.task_id, wake_at=wake_at)
             await self._tasks.emit(
@@ -575,7 +597,7 @@ class Runner:
         )
 
     async def _fall_back(self, task: Task, why: str) -> None:
-        async with self._leases.fenced(task.partition) as tx:
+        async with self._fenced(task.partition) as tx:
             await self._fall_back_in(tx, task, why)
 
     async def _fall_back_in(self, tx: Connection, task: Task, why: str) -> None:
@@ -667,28 +689,25 @@ class Runner:
         if system:
             messages.append(Message(role="system", content=system))
         messages.append(Message(role="user", content=task.input))
-        replies = await conn.fetch(
-            "SELECT step, reply FROM model_calls WHERE task_id = $1 AND reply IS NOT NULL"
-            " ORDER BY step",
+        # The replies and the tool results in one round trip: a step's reply (idx NULL)
+        # comes before its results, which are in call order.
+        rows = await conn.fetch(
+            "SELECT step, NULL::int AS idx, NULL::text AS call_id, reply AS document"
+            " FROM model_calls WHERE task_id = $1 AND reply IS NOT NULL"
+            " UNION ALL SELECT step, idx, call_id, result FROM tool_calls WHERE task_id = $1"
+            " ORDER BY step, idx NULLS FIRST",
             task.task_id,
         )
-        results = await conn.fetch(
-            "SELECT step, idx, call_id, result FROM tool_calls WHERE task_id = $1"
-            " ORDER BY step, idx",
-            task.task_id,
-        )
-        by_step: dict[int, list[Any]] = {}
-        for row in results:
-            by_step.setdefault(row["step"], []).append(row)
-        for row in replies:
-            reply = ModelReply.from_json(row["reply"])
-            messages.append(
-                Message(role="assistant", content=reply.text or "", tool_calls=reply.tool_calls)
-            )
-            messages.extend(
-                Message(
-                    role="tool", content=result["result"] or "{}", tool_call_id=result["call_id"]
+        for row in rows:
+            if row["idx"] is None:
+                reply = ModelReply.from_json(row["document"])
+                messages.append(
+                    Message(role="assistant", content=reply.text or "", tool_calls=reply.tool_calls)
                 )
-                for result in by_step.get(row["step"], [])
-            )
+            else:
+                messages.append(
+                    Message(
+                        role="tool", content=row["document"] or "{}", tool_call_id=row["call_id"]
+                    )
+                )
         return messages

@@ -161,8 +161,10 @@ class ToolCalls:
 
     async def dispatch(
         self, tx: Connection, task: Task, step: int, calls: Sequence[ToolCall]
-    ) -> None:
-        """Checkpoint the step's calls and send them (``remember`` is answered at once)."""
+    ) -> int:
+        """Checkpoint the step's calls and send them (``remember`` is answered at once);
+        how many were sent."""
+        sent = 0
         for index, call in enumerate(calls):
             key = call_key(task.task_id, step, index)
             if call.name == REMEMBER_TOOL and self._remembers(task):
@@ -181,6 +183,8 @@ class ToolCalls:
                     key=key,
                     attempt=1,
                 )
+                sent += 1
+        return sent
 
     async def refuse(
         self,

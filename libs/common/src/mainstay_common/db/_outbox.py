@@ -24,7 +24,7 @@ from mainstay_common.errors import map_asyncpg_errors
 from mainstay_common.lifecycle import Resource, cancel_and_wait, within
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from mainstay_common.db._database import Connection, Database
 
@@ -55,6 +55,8 @@ class Outbox:
 
     def __init__(self, database: Database) -> None:
         self._channel = _channel(database.schema)
+        self._batches: dict[int, list[OutgoingMessage]] = {}
+        """Messages held back by :meth:`batched`, by the transaction's connection."""
 
     @property
     def channel(self) -> str:
@@ -90,6 +92,36 @@ class Outbox:
         """Insert ``messages``; they are published only if ``tx`` commits."""
         if not tx.is_in_transaction():
             raise RuntimeError("Outbox.add must run inside the transaction of the state change")
+        held = self._batches.get(id(tx))
+        if held is not None:
+            held.extend(messages)
+            return
+        await self._insert(tx, messages)
+
+    @contextlib.asynccontextmanager
+    async def collecting(self, tx: Connection) -> AsyncIterator[list[OutgoingMessage]]:
+        """Within it, :meth:`add` to ``tx`` only collects the messages, into the list it
+        gives, in the order they were added; the caller inserts them before the commit
+        (:meth:`insert_statement`, or :meth:`batched` which does it for it)."""
+        if not tx.is_in_transaction():
+            raise RuntimeError("Outbox messages are collected inside the transaction")
+        if id(tx) in self._batches:
+            raise RuntimeError("Outbox is already collecting the messages of this transaction")
+        held = self._batches[id(tx)] = []
+        try:
+            yield held
+        finally:
+            del self._batches[id(tx)]
+
+    @contextlib.asynccontextmanager
+    async def batched(self, tx: Connection) -> AsyncIterator[None]:
+        """Within it, :meth:`add` to ``tx`` collects the messages, which are inserted in
+        one statement (one round trip) when the block ends without an error."""
+        async with self.collecting(tx) as held:
+            yield
+        await self._insert(tx, held)
+
+    async def _insert(self, tx: Connection, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
         insert, args = self.insert_statement(messages, first_param=1)
