@@ -139,7 +139,13 @@ class Observer:
     ``tools.evt.tool-call.v1`` from their beginning, without a consumer group, into
     :class:`Observed` records per task. Start it once the mesh created those topics."""
 
-    def __init__(self, kafka: KafkaSettings, *, ledger: bool = False) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, *, ledger: bool = False, fetch_max_wait_ms: int | None = None
+    ) -> None:
+        """``fetch_max_wait_ms``: the services' unless given; a benchmark that times tasks
+        by when their end is read, rather than by their events' timestamps, wants a short
+        one (on the embedded broker a fetch waits up to it before answering), at the cost
+        of the broker's CPU."""
         self._kafka = kafka
         self._names = {
             f"{kafka.topic_prefix}{TASK_EVENTS.name}": "event",
@@ -150,7 +156,10 @@ class Observer:
             self._names[f"{kafka.topic_prefix}{LEDGER_EVENTS.name}"] = "ledger"
         self.tasks: defaultdict[str, Observed] = defaultdict(Observed)
         self._tail = TopicTail(
-            kafka.bootstrap, self._names, self._on_record, fetch_max_wait_ms=kafka.fetch_max_wait_ms
+            kafka.bootstrap,
+            self._names,
+            self._on_record,
+            fetch_max_wait_ms=fetch_max_wait_ms or kafka.fetch_max_wait_ms,
         )
 
     async def __aenter__(self) -> Observer:
@@ -204,7 +213,11 @@ class Baseline:
 
     A round trip is what a step's tool call needs at the least: a request record
     produced (acks=all), consumed by a responder that produces a reply record,
-    and the reply consumed back; then one small INSERT committed.
+    and the reply consumed back; then one small INSERT committed. Its two topics
+    have the partitions of the two a tool call crosses (``tools.cmd.invoke-tool.v1``
+    and ``tools.evt.tool-call.v1``, six each), and each reader fetches all of them,
+    as the gateway's and execution's consumers do: the embedded broker answers a
+    fetch over six partitions some 3-4 ms later than one over a single partition.
     """
 
     def __init__(self, fm: FullMesh, dsn: str) -> None:
@@ -232,16 +245,22 @@ class Baseline:
         await admin.start()
         try:
             await admin.create_topics(
-                [NewTopic(self._requests, 1, 1), NewTopic(self._replies, 1, 1)]
+                [
+                    NewTopic(self._requests, INVOKE_TOOL.partitions, 1),
+                    NewTopic(self._replies, TOOL_CALLS.partitions, 1),
+                ]
             )
         finally:
             await admin.close()
         await self._producer.start()
-        for consumer, topic in ((self._consumer, self._replies), (self._responder, self._requests)):
+        for consumer, topic, partitions in (
+            (self._consumer, self._replies, TOOL_CALLS.partitions),
+            (self._responder, self._requests, INVOKE_TOOL.partitions),
+        ):
             await consumer.start()
-            partition = TopicPartition(topic, 0)
-            consumer.assign([partition])
-            await consumer.seek_to_end(partition)
+            assigned = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(assigned)
+            await consumer.seek_to_end(*assigned)
         self._responding = asyncio.create_task(self._respond())
         self._db = await asyncpg.connect(self._dsn)
         await self._db.execute(

@@ -24,7 +24,8 @@ It measures, alternating rounds so machine noise hits each side alike:
   execution records it and starts the next step;
 * ``baseline``: one Kafka round trip — a request record produced (acks=all),
   consumed by a responder that produces a reply, the reply consumed back, all
-  with the services' ``fetch_max_wait_ms`` and poll timeout (what a step's tool
+  with the services' ``fetch_max_wait_ms`` and poll timeout, over topics with
+  the partitions of the tool command and result topics (what a step's tool
   call needs at the least) — then one small INSERT committed in PostgreSQL,
   one after another on the same broker and server.
 

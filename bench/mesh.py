@@ -155,7 +155,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 memory={"recall": True, "remember": []},
                 limits={"max_steps": args.tool_steps + 1},
             )
-            async with Observer(fm.kafka, ledger=True) as observer, Baseline(fm, dsn) as baseline:
+            async with (
+                # tasks are timed by when their end is read: read it closely
+                Observer(fm.kafka, ledger=True, fetch_max_wait_ms=10) as observer,
+                Baseline(fm, dsn) as baseline,
+            ):
                 return await measure(args, fm, observer, baseline)
 
 
