@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from mainstay_common.auth import TokenSigner
 from mainstay_common.bus import Bus
+from mainstay_common.db import LIBRARY_MIGRATIONS, Database, load_migrations
 from mainstay_common.settings import (
     AuthSettings,
     HeartbeatSettings,
@@ -25,7 +26,7 @@ from mainstay_common.settings import (
 from mainstay_common.testing import temporary_database
 from mainstay_contracts.execution import SUBMIT_TASK, SubmitTaskCommand
 from mainstay_contracts.supervisor import AGENT_EVENTS, AgentDefinition, AgentEvent
-from mainstay_execution.app import ExecutionApp
+from mainstay_execution.app import MIGRATIONS, ExecutionApp
 from mainstay_execution.settings import ExecutionSettings
 from mainstay_execution.testing.events import final_events, task_events
 from mainstay_execution.testing.fake_models import FakeModelServer
@@ -161,6 +162,14 @@ class Mesh:
 
     async def final(self, task_id: str, wait_s: float = 30) -> list[dict[str, Any]]:
         return await final_events(self.kafka, task_id, wait_s)
+
+
+@pytest_asyncio.fixture
+async def database(postgres_dsn: str, pg_schema: str) -> AsyncIterator[Database]:
+    """A schema of its own with execution's tables."""
+    async with Database(PostgresSettings(dsn=postgres_dsn), schema=pg_schema) as db:
+        await db.migrate(LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="execution"))
+        yield db
 
 
 def new_tenant() -> str:

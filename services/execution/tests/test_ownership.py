@@ -5,32 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING
 
 import pytest
 
 from mainstay_common.bus import OutgoingMessage
-from mainstay_common.db import LIBRARY_MIGRATIONS, Database, Outbox, load_migrations
+from mainstay_common.db import Database, Outbox
 from mainstay_common.lifecycle import within
-from mainstay_common.settings import PostgresSettings
 from mainstay_contracts import Header
-from mainstay_execution.app import MIGRATIONS
 from mainstay_execution.ownership import Fenced, Leases
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
 
 pytestmark = pytest.mark.real
 
 PARTITION = 3
 
 
-@pytest.fixture
-async def database(postgres_dsn: str, pg_schema: str) -> AsyncIterator[Database]:
-    async with Database(PostgresSettings(dsn=postgres_dsn), schema=pg_schema) as db:
-        await db.migrate(LIBRARY_MIGRATIONS, load_migrations(MIGRATIONS, namespace="execution"))
-        await db.execute("CREATE TABLE notes (note text NOT NULL)")
-        yield db
+@pytest.fixture(autouse=True)
+async def _notes(database: Database) -> None:
+    await database.execute("CREATE TABLE notes (note text NOT NULL)")
 
 
 def message(note: str) -> OutgoingMessage:

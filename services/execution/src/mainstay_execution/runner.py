@@ -395,7 +395,7 @@ class Runner:
     async def _tool_results(self, task: Task, now: datetime) -> Outcome:
         """Re-send or give up the last step's due tool calls, or wait for their results;
         GO_ON once they are all in."""
-        progress = await self._tools.progress(task.task_id, task.steps, now)
+        progress = await self._tools.progress(task.task_id, task.steps, now, task.unanswered)
         if progress.resend or progress.give_up:
             async with self._fenced(task.partition) as tx:
                 for row in progress.give_up:

@@ -66,6 +66,9 @@ class Task:
     escalation: dict[str, Any] | None
     ending: dict[str, Any] | None
     ending_at: datetime | None
+    unanswered: tuple[asyncpg.Record, ...] | None = None
+    """The calls of its last step without a result, when loaded with them
+    (:meth:`Tasks.load`); None otherwise."""
 
     @property
     def final(self) -> bool:
@@ -105,6 +108,7 @@ class Task:
             escalation=_json(row["escalation"]),
             ending=_json(row["ending"]),
             ending_at=row["ending_at"],
+            unanswered=tuple(calls) if (calls := row.get("unanswered")) is not None else None,
         )
 
 
@@ -156,8 +160,17 @@ class Tasks:
         return None if row is None else Task.of(row)
 
     async def load(self, task_id: str, *, tx: Connection | None = None) -> Task | None:
-        query = "SELECT * FROM tasks WHERE task_id = $1"
-        row = await (tx.fetchrow(query, task_id) if tx else self._database.fetchrow(query, task_id))
+        """The task as stored; outside a transaction, with the calls of its last step that
+        have no result yet (:attr:`Task.unanswered`), in the same round trip."""
+        if tx is not None:
+            row = await tx.fetchrow("SELECT * FROM tasks WHERE task_id = $1", task_id)
+        else:
+            row = await self._database.fetchrow(
+                "SELECT t.*, ARRAY(SELECT c FROM tool_calls AS c WHERE c.task_id = t.task_id"
+                " AND c.step = t.steps AND c.result IS NULL ORDER BY c.idx) AS unanswered"
+                " FROM tasks AS t WHERE t.task_id = $1",
+                task_id,
+            )
         return None if row is None else Task.of(row)
 
     async def live(self, partitions: Iterable[int]) -> list[tuple[str, int, str]]:

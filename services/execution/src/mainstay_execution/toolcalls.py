@@ -274,13 +274,23 @@ class ToolCalls:
 
     # -- waiting ------------------------------------------------------------------------
 
-    async def progress(self, task_id: str, step: int, now: datetime) -> Progress:
-        rows = await self._database.fetch(
-            "SELECT * FROM tool_calls WHERE task_id = $1 AND step = $2 AND result IS NULL"
-            " ORDER BY idx",
-            task_id,
-            step,
-        )
+    async def progress(
+        self,
+        task_id: str,
+        step: int,
+        now: datetime,
+        unanswered: Sequence[asyncpg.Record] | None = None,
+    ) -> Progress:
+        """Where the calls of ``step`` stand; ``unanswered``: its calls without a result,
+        when read already (with the task, see :meth:`Tasks.load`)."""
+        rows = unanswered
+        if rows is None:
+            rows = await self._database.fetch(
+                "SELECT * FROM tool_calls WHERE task_id = $1 AND step = $2 AND result IS NULL"
+                " ORDER BY idx",
+                task_id,
+                step,
+            )
         resend, give_up, waits = [], [], []
         for row in rows:
             if row["failed_attempt"] < row["attempts"]:
