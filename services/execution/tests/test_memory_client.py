@@ -4,6 +4,10 @@ and against an address where nothing listens."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+import textwrap
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -94,6 +98,47 @@ async def test_recall_returns_the_agents_relevant_memories_first(
         "Deployments to production happen on Tuesdays",
         "The customer's favourite colour is green",
     }
+
+
+async def test_recall_works_on_the_event_loop_the_service_runs_on(memory: Memory) -> None:
+    # `python -m mainstay_execution` runs on uvloop (run_service(fast_loop=True)); grpc.aio
+    # must recall from that loop as it does from asyncio's.
+    tenant = new_tenant()
+    await memory.remember(tenant, "scout", "Deployments to production happen on Tuesdays")
+    script = textwrap.dedent(
+        """
+        import asyncio, json, sys
+        import uvloop
+        from mainstay_execution.memory import MemoryClient
+
+        async def main():
+            target, token, tenant = sys.argv[1:4]
+            client = MemoryClient(target, timeout_s=10.0)
+            try:
+                recalled = await client.recall(
+                    token=token, tenant=tenant, agent="scout",
+                    query="when do we deploy?", limit=3, task_id="task-1",
+                )
+            finally:
+                await client.aclose()
+            print(json.dumps([type(asyncio.get_running_loop()).__module__, recalled]))
+
+        uvloop.run(main())
+        """
+    )
+    token = memory.token(tenant, "memory:read:scout")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script, memory.target, token, tenant],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    loop_module, recalled = json.loads(done.stdout.splitlines()[-1])
+    assert loop_module.startswith("uvloop")
+    assert recalled == ["Deployments to production happen on Tuesdays"]
 
 
 async def test_a_limit_of_zero_recalls_nothing(memory: Memory, client: MemoryClient) -> None:

@@ -52,8 +52,8 @@ def run_service(
     """Read the settings with ``load``, then serve ``create_app(settings)`` until signalled.
 
     ``fast_loop`` runs on uvloop, a drop-in event loop that roughly halves the
-    per-request cost of HTTP and database round trips; services whose
-    libraries all support it (no ``grpc.aio``) opt in.
+    per-request cost of HTTP and database round trips (``grpc.aio`` runs on it
+    too); every service opts in.
     """
     if fast_loop:
         uvloop.run(_serve(name, load, create_app))

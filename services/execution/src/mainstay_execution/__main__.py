@@ -8,8 +8,7 @@ from mainstay_execution.settings import ExecutionSettings
 
 
 def main() -> None:
-    # Not on uvloop (fast_loop): memory recall goes through grpc.aio, which needs asyncio's loop.
-    run_service("execution", ExecutionSettings, create_app)
+    run_service("execution", ExecutionSettings, create_app, fast_loop=True)
 
 
 if __name__ == "__main__":

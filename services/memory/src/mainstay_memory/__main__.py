@@ -8,7 +8,7 @@ from mainstay_memory.settings import MemorySettings
 
 
 def main() -> None:
-    run_service("memory", MemorySettings, create_app)
+    run_service("memory", MemorySettings, create_app, fast_loop=True)
 
 
 if __name__ == "__main__":
