@@ -279,7 +279,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each side")
     parser.add_argument("--tasks-per-round", type=int, default=6, help="sequential tasks a round")
     parser.add_argument(
-        "--baseline-per-round", type=int, default=40, help="baseline round trips a round"
+        "--baseline-per-round", type=int, default=100, help="baseline round trips a round"
     )
     parser.add_argument("--concurrent", type=int, default=8, help="tasks of the concurrent round")
     args = parser.parse_args()

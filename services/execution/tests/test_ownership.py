@@ -1,5 +1,6 @@
-"""Fenced transactions on real PostgreSQL: a runner whose partition was taken over
-writes nothing, whether the lease is checked first or, with the outbox, last."""
+"""Fenced writes on real PostgreSQL: a runner whose partition was taken over writes
+nothing, whether the lease is checked first or, with the outbox, last, in a
+transaction or in the one statement of :meth:`Leases.fenced_change`."""
 
 from __future__ import annotations
 
@@ -122,3 +123,87 @@ async def test_a_takeover_waits_for_a_transaction_that_passed_the_check(
     await holding
     assert await takeover == 2
     assert sorted(await notes(database)) == ["held", "slow"]
+
+
+async def change(leases: Leases, outbox: Outbox, old: str, new: str) -> bool:
+    return await leases.fenced_change(
+        PARTITION,
+        outbox,
+        "UPDATE notes SET note = $4 WHERE note = $5",
+        [new, old],
+        [message(f"{old} -> {new}"), message(f"{new} announced")],
+    )
+
+
+async def test_one_statement_changes_the_row_and_stages_its_messages_in_order(
+    database: Database,
+) -> None:
+    outbox = Outbox(database)
+    leases = Leases(database, owner="one")
+    await leases.acquire(PARTITION)
+    await database.execute("INSERT INTO notes VALUES ('draft')")
+    woken = asyncio.Event()
+
+    def wake(*_: object) -> None:
+        woken.set()
+
+    async with database.pool.acquire() as listening:
+        await listening.add_listener(outbox.channel, wake)
+        assert await change(leases, outbox, "draft", "final")
+        await within(woken.wait(), 5)  # the relay is woken
+        await listening.remove_listener(outbox.channel, wake)
+    assert await notes(database) == ["final"]
+    assert await outboxed(database) == [b"draft -> final", b"final announced"]
+
+
+async def test_one_statement_that_matches_no_row_stages_nothing(database: Database) -> None:
+    outbox = Outbox(database)
+    leases = Leases(database, owner="one")
+    await leases.acquire(PARTITION)
+    await database.execute("INSERT INTO notes VALUES ('draft')")
+
+    assert not await change(leases, outbox, "missing", "final")
+
+    assert await notes(database) == ["draft"]
+    assert await outboxed(database) == []
+
+
+async def test_one_statement_of_a_holder_whose_partition_was_taken_over_writes_nothing(
+    database: Database,
+) -> None:
+    outbox = Outbox(database)
+    one, two = Leases(database, owner="one"), Leases(database, owner="two")
+    await one.acquire(PARTITION)
+    await database.execute("INSERT INTO notes VALUES ('draft')")
+    await two.acquire(PARTITION)
+
+    with pytest.raises(Fenced, match="lease epoch is 2, this instance has 1"):
+        await change(one, outbox, "draft", "final")
+
+    assert PARTITION not in one.held
+    assert await notes(database) == ["draft"]
+    assert await outboxed(database) == []
+    assert await change(two, outbox, "draft", "by two")
+    assert await notes(database) == ["by two"]
+
+
+async def test_a_takeover_waits_for_the_one_statement_that_passed_the_check(
+    database: Database,
+) -> None:
+    """The statement's share lock on the lease holds the takeover until it committed."""
+    outbox = Outbox(database)
+    one, two = Leases(database, owner="one"), Leases(database, owner="two")
+    await one.acquire(PARTITION)
+    await database.execute("INSERT INTO notes VALUES ('draft')")
+    async with database.pool.acquire() as blocker, blocker.transaction():
+        # The statement waits for this lock on the row it changes, its lease check done.
+        await blocker.execute("SELECT note FROM notes FOR UPDATE")
+        changing = asyncio.create_task(change(one, outbox, "draft", "final"))
+        await asyncio.sleep(0.5)
+        takeover = asyncio.create_task(two.acquire(PARTITION))
+        await asyncio.sleep(0.5)
+        assert not changing.done()
+        assert not takeover.done()  # held by the statement's share lock
+    assert await changing
+    assert await takeover == 2
+    assert await notes(database) == ["final"]

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.partitioner import murmur2
 
 from mainstay_common.errors import MainstayError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
+    from mainstay_common.bus import OutgoingMessage
     from mainstay_common.db import Connection, Database, Outbox
 
 __all__ = ["Fenced", "Leases", "partition_of"]
@@ -121,6 +122,44 @@ class Leases:
                 *args,
             )
             self._check(partition, epoch, current)
+
+    async def fenced_change(
+        self,
+        partition: int,
+        outbox: Outbox,
+        change: str,
+        args: Sequence[Any],
+        messages: Sequence[OutgoingMessage],
+    ) -> bool:
+        """Write ``change`` and stage ``messages`` in one statement, only while this
+        instance holds ``partition``: one round trip instead of a fenced transaction's
+        four. Whether ``change`` matched a row (when it did not, nothing is staged).
+
+        ``change`` is an ``UPDATE`` ending with its ``WHERE`` clause (the lease check is
+        added to it) whose parameters start at ``$4``, given in ``args``. Raises
+        :class:`Fenced`, having written nothing, once another instance took the
+        partition over; like :meth:`fenced`, the check's share lock holds a takeover
+        until the statement committed.
+        """
+        epoch = self.held.get(partition)
+        if epoch is None:
+            raise Fenced(f"partition {partition}: not held by {self.owner}")
+        insert, insert_args = outbox.insert_statement(messages, first_param=4 + len(args))
+        row = await self._database.fetchrow(
+            f"WITH fence AS ({_FENCE}),"  # noqa: S608 - the caller's and the outbox's statements
+            f" changed AS ({change} AND EXISTS (SELECT FROM fence WHERE epoch = $2) RETURNING 1),"
+            f" staged AS ({insert} WHERE EXISTS (SELECT FROM changed))"
+            " SELECT (SELECT epoch FROM fence) AS epoch, EXISTS (SELECT FROM changed) AS changed,"
+            " pg_notify($3, '')",
+            partition,
+            epoch,
+            outbox.channel,
+            *args,
+            *insert_args,
+        )
+        assert row is not None
+        self._check(partition, epoch, row["epoch"])
+        return bool(row["changed"])
 
     def _check(self, partition: int, epoch: int, current: int | None) -> None:
         if current != epoch:

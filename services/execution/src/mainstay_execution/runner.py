@@ -497,8 +497,8 @@ class Runner:
         """The model's reply to the conversation so far (or how it failed), and the tools
         it was offered."""
         async with self._database.pool.acquire() as conn:  # one, however many tasks run
-            messages = await self._conversation(conn, task)
-            specs = await self._tools.specs(conn, task)
+            messages, known = await self._conversation(conn, task)
+        specs = self._tools.specs(task, known)
         key = self._keys.get(ref.credential) if ref.credential else None
         try:
             return await self._provider.complete(ref, messages, specs, api_key=key), specs
@@ -510,9 +510,16 @@ class Runner:
         what led to them)."""
         if task.waiting_for != "tools":
             return
-        async with self._fenced(task.partition) as tx:
-            updated = await self._tasks.update(tx, task.task_id, state="running", waiting_for="")
-            await self._tasks.emit(tx, "step.started", updated, step=step)
+        # One statement (it runs alongside the model call, and every round trip of it
+        # competes with that call's).
+        change, args = self._tasks.update_statement(
+            task.task_id, first_param=4, state="running", waiting_for=""
+        )
+        started = self._tasks.event_message("step.started", task, step=step)
+        if not await self._leases.fenced_change(
+            task.partition, self._outbox, change, args, [started]
+        ):
+            raise TaskEnded(f"task {task.task_id} has ended")
 
     async def _checkpoint(self, tx: Connection, task: Task, step: int, reply: ModelReply) -> None:
         """Record the reply (never requested again) and its usage; announce the step."""
@@ -677,8 +684,11 @@ class Runner:
     # -- the conversation ------------------------------------------------------------
 
     @staticmethod
-    async def _conversation(conn: Connection, task: Task) -> list[Message]:
-        """The messages so far, rebuilt from the checkpoints."""
+    async def _conversation(
+        conn: Connection, task: Task
+    ) -> tuple[list[Message], dict[str, dict[str, Any]]]:
+        """The messages so far, rebuilt from the checkpoints, and the gateway's specs of
+        the agent's tools (by name)."""
         definition = task.definition
         assert definition is not None
         messages = []
@@ -689,17 +699,23 @@ class Runner:
         if system:
             messages.append(Message(role="system", content=system))
         messages.append(Message(role="user", content=task.input))
-        # The replies and the tool results in one round trip: a step's reply (idx NULL)
-        # comes before its results, which are in call order.
+        # The replies, the tool results and the tools' specs in one round trip: a step's
+        # reply (idx NULL) comes before its results, which are in call order; the specs
+        # (step NULL) come last.
         rows = await conn.fetch(
             "SELECT step, NULL::int AS idx, NULL::text AS call_id, reply AS document"
             " FROM model_calls WHERE task_id = $1 AND reply IS NOT NULL"
             " UNION ALL SELECT step, idx, call_id, result FROM tool_calls WHERE task_id = $1"
-            " ORDER BY step, idx NULLS FIRST",
+            " UNION ALL SELECT NULL, NULL, name, spec FROM tools WHERE name = ANY($2::text[])"
+            " ORDER BY step NULLS LAST, idx NULLS FIRST",
             task.task_id,
+            definition.tools,
         )
+        known: dict[str, dict[str, Any]] = {}
         for row in rows:
-            if row["idx"] is None:
+            if row["step"] is None:
+                known[row["call_id"]] = json.loads(row["document"])
+            elif row["idx"] is None:
                 reply = ModelReply.from_json(row["document"])
                 messages.append(
                     Message(role="assistant", content=reply.text or "", tool_calls=reply.tool_calls)
@@ -710,4 +726,4 @@ class Runner:
                         role="tool", content=row["document"] or "{}", tool_call_id=row["call_id"]
                     )
                 )
-        return messages
+        return messages, known

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from mainstay_common.bus import Bus, Event
+    from mainstay_common.bus import Bus, Event, OutgoingMessage
     from mainstay_common.db import Connection, Database, Outbox
     from mainstay_contracts.execution import SubmitTaskCommand
 
@@ -188,16 +188,25 @@ class Tasks:
 
         Raises :class:`TaskEnded` (rolling back what ``tx`` did) once the task has ended.
         """
-        columns = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=2))
-        row = await tx.fetchrow(
-            f"UPDATE tasks SET {columns}, updated_at = now() WHERE task_id = $1"  # noqa: S608 - column names are this module's
-            " AND state IN ('running', 'waiting') RETURNING *",
-            task_id,
-            *changes.values(),
-        )
+        update, args = self.update_statement(task_id, first_param=1, **changes)
+        row = await tx.fetchrow(f"{update} RETURNING *", *args)
         if row is None:
             raise TaskEnded(f"task {task_id} has ended")
         return Task.of(row)
+
+    @staticmethod
+    def update_statement(
+        task_id: str, *, first_param: int, **changes: Any
+    ) -> tuple[str, list[Any]]:
+        """The ``UPDATE`` of :meth:`update` (no ``RETURNING``; it ends with its ``WHERE``
+        clause) and its arguments, numbered from ``$first_param``."""
+        n = first_param
+        columns = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=n + 1))
+        sql = (
+            f"UPDATE tasks SET {columns}, updated_at = now() WHERE task_id = ${n}"  # noqa: S608 - column names are this module's
+            " AND state IN ('running', 'waiting')"
+        )
+        return sql, [task_id, *changes.values()]
 
     async def finish(
         self,
@@ -244,6 +253,12 @@ class Tasks:
         **fields: Any,
     ) -> None:
         """Announce a transition of ``task`` on ``execution.evt.task.v1`` (via the outbox)."""
+        await self._outbox.add(tx, self.event_message(kind, task, caused_by=caused_by, **fields))
+
+    def event_message(
+        self, kind: str, task: Task, *, caused_by: Event[Any] | None = None, **fields: Any
+    ) -> OutgoingMessage:
+        """The message of :meth:`emit`, for a caller that stages it itself."""
         event = TaskEvent(
             type=kind,
             task_id=task.task_id,
@@ -254,7 +269,7 @@ class Tasks:
             occurred_at=datetime.now(UTC),
             **fields,
         )
-        message = self._bus.message(
+        return self._bus.message(
             TASK_EVENTS,
             event,
             caused_by=caused_by,
@@ -262,7 +277,6 @@ class Tasks:
             tenant=task.tenant,
             correlation_id=task.task_id,
         )
-        await self._outbox.add(tx, message)
 
 
 def _traceparent() -> str:

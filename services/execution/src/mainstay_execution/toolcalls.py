@@ -37,7 +37,7 @@ from mainstay_execution.healing import backoff
 from mainstay_execution.providers.base import ToolSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import asyncpg
 
@@ -105,11 +105,11 @@ class ToolCalls:
             and REMEMBER_TOOL not in definition.tools
         )
 
-    async def specs(self, conn: Connection, task: Task) -> list[ToolSpec]:
-        """The tools the task's model may call, as the gateway describes them."""
+    def specs(self, task: Task, known: Mapping[str, dict[str, Any]]) -> list[ToolSpec]:
+        """The tools the task's model may call, as the gateway describes them in ``known``
+        (the specs of the ``tools`` rows of the agent's tools, by name)."""
         definition = task.definition
         assert definition is not None
-        known = await _catalogue(conn, definition.tools)
         specs = [
             ToolSpec(
                 name=name,
@@ -379,13 +379,6 @@ class ToolCalls:
             )
         elif event.type == "removed":
             await tx.execute("DELETE FROM tools WHERE name = $1", event.name)
-
-
-async def _catalogue(conn: Connection, names: list[str]) -> dict[str, dict[str, Any]]:
-    if not names:
-        return {}
-    rows = await conn.fetch("SELECT name, spec FROM tools WHERE name = ANY($1::text[])", names)
-    return {row["name"]: json.loads(row["spec"]) for row in rows}
 
 
 def _result(event: ToolCallEvent) -> dict[str, Any]:
