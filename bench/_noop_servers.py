@@ -3,7 +3,7 @@
 A step's model and tool calls are meant to cost next to nothing. Served from the
 benchmark's own process they would wait on its event loop, which also runs most of
 the mesh (identity, ledger, memory, supervisor) and the observer; here they get a
-process and an event loop to themselves, as a real model provider and tool would.
+process and an event loop (uvloop) to themselves, as a real model provider and tool would.
 
 :class:`NoopServers` starts the process (``multiprocessing``, spawn) with a
 :class:`~_mesh.StepResponder` behind the fake model server's OpenAI API and a
@@ -17,6 +17,7 @@ import asyncio
 import multiprocessing
 from typing import TYPE_CHECKING, Any, Self
 
+import uvloop
 from _mesh import StepResponder
 
 from mainstay_execution.testing.fake_models import FakeModelServer
@@ -32,7 +33,8 @@ _ARRIVALS = "arrivals"
 
 
 def _serve(conn: Connection, model: str, tools: list[str], tool_steps: int) -> None:
-    asyncio.run(_serving(conn, model, tools, tool_steps))
+    # On uvloop, like the services: the no-op servers should cost next to nothing.
+    uvloop.run(_serving(conn, model, tools, tool_steps))
 
 
 async def _serving(conn: Connection, model: str, tools: list[str], tool_steps: int) -> None:
