@@ -5,7 +5,9 @@ transaction or in the one statement of :meth:`Leases.fenced_change`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +16,9 @@ from mainstay_common.db import Database, Outbox
 from mainstay_common.lifecycle import within
 from mainstay_contracts import Header
 from mainstay_execution.ownership import Fenced, Leases
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 pytestmark = pytest.mark.real
 
@@ -42,6 +47,31 @@ async def notes(database: Database) -> list[str]:
     return [row["note"] for row in await database.fetch("SELECT note FROM notes")]
 
 
+@contextlib.asynccontextmanager
+async def relay_woken(database: Database, outbox: Outbox) -> AsyncIterator[None]:
+    """Fails unless the block notifies the outbox relay (within 5 s of its end)."""
+    woken = asyncio.Event()
+
+    def wake(*_: object) -> None:
+        woken.set()
+
+    async with database.pool.acquire() as listening:
+        await listening.add_listener(outbox.channel, wake)
+        try:
+            yield
+            await within(woken.wait(), 5)
+        finally:
+            await listening.remove_listener(outbox.channel, wake)
+
+
+async def a_draft_held_by_one(database: Database) -> Leases:
+    """The note 'draft', and instance "one" holding the partition."""
+    await database.execute("INSERT INTO notes VALUES ('draft')")
+    one = Leases(database, owner="one")
+    await one.acquire(PARTITION)
+    return one
+
+
 async def write(leases: Leases, outbox: Outbox | None, note: str) -> None:
     async with leases.fenced(PARTITION, outbox) as tx:
         await tx.execute("INSERT INTO notes VALUES ($1)", note)
@@ -55,19 +85,10 @@ async def test_the_holder_commits_its_state_and_messages_and_wakes_the_relay(
     outbox = Outbox(database)
     leases = Leases(database, owner="one")
     await leases.acquire(PARTITION)
-    woken = asyncio.Event()
-
-    def wake(*_: object) -> None:
-        woken.set()
-
-    async with database.pool.acquire() as listening:
-        await listening.add_listener(outbox.channel, wake)
-        async with leases.fenced(PARTITION, outbox) as tx:
-            await tx.execute("INSERT INTO notes VALUES ('a')")
-            await outbox.add(tx, message("a1"))
-            await outbox.add(tx, message("a2"))
-        await within(woken.wait(), 5)  # the relay is woken
-        await listening.remove_listener(outbox.channel, wake)
+    async with relay_woken(database, outbox), leases.fenced(PARTITION, outbox) as tx:
+        await tx.execute("INSERT INTO notes VALUES ('a')")
+        await outbox.add(tx, message("a1"))
+        await outbox.add(tx, message("a2"))
     assert await notes(database) == ["a"]
     assert await outboxed(database) == [b"a1", b"a2"]
 
@@ -139,30 +160,18 @@ async def test_one_statement_changes_the_row_and_stages_its_messages_in_order(
     database: Database,
 ) -> None:
     outbox = Outbox(database)
-    leases = Leases(database, owner="one")
-    await leases.acquire(PARTITION)
-    await database.execute("INSERT INTO notes VALUES ('draft')")
-    woken = asyncio.Event()
-
-    def wake(*_: object) -> None:
-        woken.set()
-
-    async with database.pool.acquire() as listening:
-        await listening.add_listener(outbox.channel, wake)
-        assert await change(leases, outbox, "draft", "final")
-        await within(woken.wait(), 5)  # the relay is woken
-        await listening.remove_listener(outbox.channel, wake)
+    one = await a_draft_held_by_one(database)
+    async with relay_woken(database, outbox):
+        assert await change(one, outbox, "draft", "final")
     assert await notes(database) == ["final"]
     assert await outboxed(database) == [b"draft -> final", b"final announced"]
 
 
 async def test_one_statement_that_matches_no_row_stages_nothing(database: Database) -> None:
     outbox = Outbox(database)
-    leases = Leases(database, owner="one")
-    await leases.acquire(PARTITION)
-    await database.execute("INSERT INTO notes VALUES ('draft')")
+    one = await a_draft_held_by_one(database)
 
-    assert not await change(leases, outbox, "missing", "final")
+    assert not await change(one, outbox, "missing", "final")
 
     assert await notes(database) == ["draft"]
     assert await outboxed(database) == []
@@ -172,9 +181,7 @@ async def test_one_statement_of_a_holder_whose_partition_was_taken_over_writes_n
     database: Database,
 ) -> None:
     outbox = Outbox(database)
-    one, two = Leases(database, owner="one"), Leases(database, owner="two")
-    await one.acquire(PARTITION)
-    await database.execute("INSERT INTO notes VALUES ('draft')")
+    one, two = await a_draft_held_by_one(database), Leases(database, owner="two")
     await two.acquire(PARTITION)
 
     with pytest.raises(Fenced, match="lease epoch is 2, this instance has 1"):
@@ -192,9 +199,7 @@ async def test_a_takeover_waits_for_the_one_statement_that_passed_the_check(
 ) -> None:
     """The statement's share lock on the lease holds the takeover until it committed."""
     outbox = Outbox(database)
-    one, two = Leases(database, owner="one"), Leases(database, owner="two")
-    await one.acquire(PARTITION)
-    await database.execute("INSERT INTO notes VALUES ('draft')")
+    one, two = await a_draft_held_by_one(database), Leases(database, owner="two")
     async with database.pool.acquire() as blocker, blocker.transaction():
         # The statement waits for this lock on the row it changes, its lease check done.
         await blocker.execute("SELECT note FROM notes FOR UPDATE")
