@@ -45,6 +45,7 @@ __all__ = [
     "Baseline",
     "Observed",
     "Observer",
+    "RoundTrip",
     "StepResponder",
     "epoch_ms",
     "log",
@@ -208,6 +209,18 @@ def epoch_ms(value: str | float) -> float:
 # -- the baseline ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RoundTrip:
+    """One of :class:`Baseline`'s measurements, in milliseconds."""
+
+    kafka_ms: float
+    commit_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.kafka_ms + self.commit_ms
+
+
 class Baseline:
     """One Kafka round trip and one PostgreSQL commit, as the services are configured.
 
@@ -230,8 +243,6 @@ class Baseline:
         self._responder = self._new_consumer()
         self._responding: asyncio.Task[None] | None = None
         self._db: asyncpg.Connection | None = None
-        self.kafka_ms: list[float] = []
-        self.commit_ms: list[float] = []
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -284,8 +295,8 @@ class Baseline:
                 for record in records:
                     await self._producer.send_and_wait(self._replies, record.value, key=record.key)
 
-    async def once(self) -> float:
-        """One request -> reply round trip, then one commit; its milliseconds."""
+    async def once(self) -> RoundTrip:
+        """One request -> reply round trip, then one commit; how long each took."""
         assert self._db is not None
         marker = uuid.uuid4().hex.encode()
         started = time.perf_counter()
@@ -300,6 +311,4 @@ class Baseline:
                 "INSERT INTO steps VALUES ($1, $2, $3)", marker.decode(), 1, datetime.now(UTC)
             )
         done = time.perf_counter()
-        self.kafka_ms.append((consumed - started) * 1000)
-        self.commit_ms.append((done - consumed) * 1000)
-        return (done - started) * 1000
+        return RoundTrip(kafka_ms=(consumed - started) * 1000, commit_ms=(done - consumed) * 1000)

