@@ -54,8 +54,10 @@ random pause, which land at random points of the cycle (about 26-31 ms), with
 baseline's work; it is not the services' overhead, which is why it stays out of
 the ratio. While a step's own work fits in the cycle the ratio does not see it
 (a step takes the baseline's 52 ms either way); the breakdown does. On Kafka a
-waiting fetch returns as soon as data arrives and both baselines are the same. A final round runs ``--concurrent`` tasks at once
-(reported, not part of the ratio). The last line printed is one JSON object.
+waiting fetch returns as soon as data arrives and both baselines are the same.
+
+A final round runs ``--concurrent`` tasks at once (reported, not part of the
+ratio). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -221,8 +223,8 @@ async def measure(
     per_task_ms: list[float] = []
     measured: list[Observed] = []
     for round_number in range(1, args.rounds + 1):
-        loop_now = await baseline_loops(baseline, args.tasks_per_round, args.steps)
-        isolated_now = await isolated_round_trips(baseline, args.isolated_per_round)
+        loop_now = await round_trip_runs(baseline, args.tasks_per_round, args.steps - 1)
+        isolated_now = await round_trip_runs(baseline, args.isolated_per_round, 1)
         seen = await run_tasks(fm, observer, args.tasks_per_round, args.steps, at_once=False)
         steps = [ms for task in seen for ms in step_intervals(task)]
         loop += loop_now
@@ -285,25 +287,18 @@ async def measure(
     }
 
 
-async def baseline_loops(baseline: Baseline, count: int, steps: int) -> list[RoundTrip]:
-    """The baseline, in a task's rhythm: ``count`` runs, each after a random pause
-    (as each task starts after one), of ``steps - 1`` round trips and commits one
-    after another (as many as a task has step intervals, which also follow each
-    other at once). No service takes part."""
-    trips: list[RoundTrip] = []
-    for _ in range(count):
-        await _decorrelate()
-        trips += [await baseline.once() for _ in range(steps - 1)]
-    return trips
+async def round_trip_runs(baseline: Baseline, runs: int, length: int) -> list[RoundTrip]:
+    """``runs`` runs of ``length`` round trips and commits, each run after a random
+    pause and its round trips one after another; no service takes part.
 
-
-async def isolated_round_trips(baseline: Baseline, count: int) -> list[RoundTrip]:
-    """``count`` round trips and commits, each after a random pause: one step's
-    infrastructure with no step before it (reported beside the ratio, not in it)."""
+    The baseline is runs of ``steps - 1`` (a task's step intervals, which also
+    follow each other at once, the task itself starting after a random pause);
+    the isolated round trips are runs of one (reported beside the ratio, not in it).
+    """
     trips: list[RoundTrip] = []
-    for _ in range(count):
+    for _ in range(runs):
         await _decorrelate()
-        trips.append(await baseline.once())
+        trips += [await baseline.once() for _ in range(length)]
     return trips
 
 
