@@ -102,6 +102,11 @@ async def test_bad_input_and_missing_settings_are_named(
             await mainstay.submit_task("writer", "")
         with pytest.raises(ClientError, match=r"task_id: String should match pattern"):
             await mainstay.submit_task("writer", "hi", task_id="spaces are not allowed")
+        with pytest.raises(
+            ClientError,
+            match=r"the message is \d+ bytes, over the limit of 1044480 .*max_message_bytes",
+        ):
+            await mainstay.submit_task("writer", "ø" * 190_000, labels={"big": "y" * 700_000})
         stalled = await mainstay.task(new_id())  # nothing will ever happen to it
         with pytest.raises(ClientError, match=r"did not end within 1 s \(it goes on\)"):
             await stalled.wait(timeout_s=1)

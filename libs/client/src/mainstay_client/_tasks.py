@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from mainstay_client._settings import Caller, ClientError, ClientSettings
 from mainstay_common.bus import build_message, refuse_topic_auto_creation, start_kafka_client
-from mainstay_common.errors import InvalidMessage
+from mainstay_common.errors import InvalidArgument, InvalidMessage
 from mainstay_contracts.execution import (
     CANCEL_TASK,
     SUBMIT_TASK,
@@ -83,6 +83,7 @@ class Mainstay(Caller):
             bootstrap_servers=self.settings.kafka.bootstrap,
             acks="all",
             request_timeout_ms=int(self.settings.kafka.request_timeout_s * 1000),
+            max_request_size=self.settings.kafka.max_message_bytes,
         )
         self._producer = await self._started(producer)
         return self
@@ -209,8 +210,9 @@ class Mainstay(Caller):
                 topic_prefix=self.settings.kafka.topic_prefix,
                 tenant=payload.tenant,
                 correlation_id=task_id,
+                max_bytes=self.settings.kafka.max_message_bytes,
             )
-        except InvalidMessage as exc:
+        except (InvalidMessage, InvalidArgument) as exc:
             raise ClientError(str(exc)) from exc
 
     async def _send(self, message: OutgoingMessage) -> None:

@@ -81,6 +81,15 @@ class KafkaSettings(BaseSettings):
         gt=0,
         description="How long a consumer goes without records before it counts as idle.",
     )
+    max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=16_384,
+        description="Largest record a producer sends (key, value and headers): the"
+        " producers' max_request_size. A message that would not fit, with 4096 bytes"
+        " kept for headers added on the way, is refused where it is built, naming its"
+        " size, so it never reaches an outbox. Keep it at or below the broker's"
+        " message.max.bytes (about 1 MiB by default on Kafka).",
+    )
     replication_factor: int = Field(
         default=1,
         ge=1,

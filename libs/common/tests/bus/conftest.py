@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel, ConfigDict, Field
 
-from mainstay_common.bus import Bus
+from mainstay_common.bus import Bus, build_message
 from mainstay_common.settings import KafkaSettings, RetrySettings
 from mainstay_common.testing import read_records
 from mainstay_contracts import TopicSpec
@@ -49,7 +49,9 @@ FAST_RETRY = RetrySettings(
 
 @pytest.fixture
 def make_bus(kafka_bootstrap: str, topic_prefix: str) -> Callable[..., Bus]:
-    def factory(service: str = "shop", **kwargs: Any) -> Bus:
+    def factory(
+        service: str = "shop", *, kafka_options: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Bus:
         kwargs.setdefault("retry", FAST_RETRY)
         kwargs.setdefault("shutdown_grace_s", 5.0)
         return Bus(
@@ -59,6 +61,7 @@ def make_bus(kafka_bootstrap: str, topic_prefix: str) -> Callable[..., Bus]:
                 topic_prefix=topic_prefix,
                 session_timeout_ms=2000,
                 heartbeat_interval_ms=300,
+                **(kafka_options or {}),
             ),
             **kwargs,
         )
@@ -68,6 +71,18 @@ def make_bus(kafka_bootstrap: str, topic_prefix: str) -> Callable[..., Bus]:
 
 def order(order_id: str, amount: int = 1, note: str = "") -> Order:
     return Order(order_id=order_id, amount=amount, note=note)
+
+
+def largest_note(limit: int, **fields: Any) -> str:
+    """The longest note an order ``o-1`` may carry within ``limit`` bytes as
+    :attr:`OutgoingMessage.size` counts them (``fields`` as for :func:`build_message`;
+    the source defaults to a bus's of service ``shop``)."""
+    fields.setdefault("source", "mainstay/shop")
+    size = build_message(ORDERS, order("o-1"), **fields).size
+    note = "x" * (limit - size)
+    while build_message(ORDERS, order("o-1", note=note), **fields).size > limit:
+        note = note[:-1]
+    return note
 
 
 async def read_topic(

@@ -14,13 +14,28 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from mainstay_common.bus import Event, dlq_topic, retry_topic
-from mainstay_common.errors import DependencyTimeout, DependencyUnavailable, RuleViolation
+from mainstay_common.bus._envelope import HEADER_RESERVE_BYTES
+from mainstay_common.errors import (
+    DependencyTimeout,
+    DependencyUnavailable,
+    InvalidArgument,
+    RuleViolation,
+)
 from mainstay_common.settings import RetrySettings, TelemetrySettings
 from mainstay_common.telemetry import TASK_ID_ATTRIBUTE, collect_spans, setup_telemetry
 from mainstay_common.telemetry.metrics import BusMetrics
 from mainstay_contracts import DLQ_HEADERS, Header
 
-from .conftest import ORDERS, Order, order, produce_raw, read_topic, valid_headers, wait_for
+from .conftest import (
+    ORDERS,
+    Order,
+    largest_note,
+    order,
+    produce_raw,
+    read_topic,
+    valid_headers,
+    wait_for,
+)
 
 pytestmark = pytest.mark.real
 
@@ -453,3 +468,37 @@ async def test_a_slow_message_holds_up_only_its_own_partition_of_a_batch(make_bu
         await wait_for(lambda: len(finished) >= 3, what="all three messages")
     assert finished.index("quick") < finished.index("slow")
     assert finished.index("slow") < finished.index("after-slow")  # order within a partition
+
+
+async def test_the_largest_message_allowed_keeps_its_payload_through_tiers_to_the_dlq(
+    make_bus, kafka_bootstrap, topic_prefix
+) -> None:
+    """A bus whose records may be at most 16 KiB: the largest message it builds still fits
+    with the headers of every retry tier and of the dead letter (the longest error message
+    kept), so it reaches the DLQ whole; a message one byte larger is refused at publish
+    with its size and is not written."""
+    limit = 16_384
+    bus = make_bus(kafka_options={"max_message_bytes": limit})
+    calls: list[int] = []
+
+    @bus.subscriber(ORDERS, handler="heavy")
+    async def heavy(event: Event[Order]) -> None:
+        calls.append(event.attempt)
+        raise DependencyTimeout("the warehouse did not answer: " + "w" * 3000)
+
+    note = largest_note(limit - HEADER_RESERVE_BYTES)
+    async with bus:
+        with pytest.raises(InvalidArgument, match=r"the message is \d+ bytes, over the limit of"):
+            await bus.publish(ORDERS, order("o-1", note=note + "x" * 64))
+        event_id = await bus.publish(ORDERS, order("o-1", note=note))
+        group = f"{topic_prefix}shop.heavy"
+        [letter] = await read_topic(kafka_bootstrap, dlq_topic(group), count=1, wait_s=30)
+        records = await read_topic(kafka_bootstrap, f"{topic_prefix}{ORDERS.name}", count=1)
+    assert calls == [1, 2, 3, 4]
+    headers = _headers(letter)
+    assert headers["ce_id"] == event_id
+    assert headers[Header.ERROR_CLASS] == "exhausted"
+    assert len(headers[Header.ERROR_MESSAGE]) == 2000
+    assert "mainstay-payload-dropped" not in headers
+    assert json.loads(letter.value) == {"order_id": "o-1", "amount": 1, "note": note}
+    assert [_headers(r)["ce_id"] for r in records] == [event_id]

@@ -17,12 +17,13 @@ from mainstay_common.bus import (
     group_id,
     parse_event,
 )
+from mainstay_common.bus._envelope import HEADER_RESERVE_BYTES
 from mainstay_common.bus._routing import tier_of
 from mainstay_common.bus._topics import unique_topics
-from mainstay_common.errors import InvalidMessage
+from mainstay_common.errors import InvalidArgument, InvalidMessage
 from mainstay_common.settings import KafkaSettings, RetrySettings
 
-from .conftest import ORDERS, order
+from .conftest import ORDERS, largest_note, order
 
 
 def test_public_names_are_stable() -> None:
@@ -61,6 +62,27 @@ def test_public_names_are_stable() -> None:
         "redact_dsn",
         "run_hooks",
     ]
+
+
+def test_a_message_too_large_to_send_is_refused_where_it_is_built() -> None:
+    """With a size limit, the largest message that leaves room for the headers added on
+    the way is built; one byte more is refused, naming its size and the limit."""
+    limit = 16_384
+    allowed = limit - HEADER_RESERVE_BYTES
+    fixed = {"source": "s", "event_id": "e-1", "time": datetime(2026, 1, 2, tzinfo=UTC)}
+    note = largest_note(allowed, **fixed)
+    fits = build_message(ORDERS, order("o-1", note=note), max_bytes=limit, **fixed)
+    assert fits.size == allowed
+    over = build_message(ORDERS, order("o-1", note=note + "x"), **fixed)
+    with pytest.raises(InvalidArgument) as refused:
+        build_message(ORDERS, order("o-1", note=note + "x"), max_bytes=limit, **fixed)
+    assert str(refused.value) == (
+        f"{ORDERS.name}: the message is {over.size} bytes, over the limit of {allowed}"
+        f" ({limit} bytes, the Kafka setting max_message_bytes, less {HEADER_RESERVE_BYTES}"
+        " kept for headers added on the way); send less, or raise the limit together with"
+        " the broker's"
+    )
+    assert over.size == allowed + 1
 
 
 def test_build_message_sets_the_envelope_and_the_key() -> None:

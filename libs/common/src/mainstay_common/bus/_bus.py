@@ -333,6 +333,7 @@ class Bus(Resource):
             correlation_id=correlation_id,
             causation_id=causation_id,
             time=time,
+            max_bytes=self.kafka.max_message_bytes,
         )
 
     async def publish(
@@ -520,6 +521,7 @@ class Bus(Resource):
             enable_idempotence=self.kafka.idempotent_producer,
             request_timeout_ms=int(self.kafka.request_timeout_s * 1000),
             metadata_max_age_ms=_METADATA_MAX_AGE_MS,
+            max_request_size=self.kafka.max_message_bytes,
         )
         self._notice_broken_connections(producer)
         await start_kafka_client(producer, timeout_s=self.kafka.request_timeout_s)

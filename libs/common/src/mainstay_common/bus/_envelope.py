@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
 
-from mainstay_common.errors import InvalidMessage, describe_validation_error
+from mainstay_common.errors import InvalidArgument, InvalidMessage, describe_validation_error
 from mainstay_contracts import CE_SPECVERSION_VALUE, CONTENT_TYPE_JSON, Header
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from mainstay_contracts import TopicSpec
 
 __all__ = [
+    "HEADER_RESERVE_BYTES",
     "Event",
     "OutgoingMessage",
     "build_message",
@@ -35,6 +37,11 @@ __all__ = [
 ]
 
 P = TypeVar("P", bound=BaseModel)
+
+
+HEADER_RESERVE_BYTES = 4096
+"""Of a message size limit: kept for headers added after a message is built (trace
+context when sent; origin, attempts and error headers on retry tiers and dead letters)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,14 @@ class OutgoingMessage:
     @property
     def event_id(self) -> str:
         return self.headers[Header.ID]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the record as the producer counts them against its request limit."""
+        size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(
+            self.key, self.value, encode_headers(self.headers)
+        )
+        return size
 
 
 @dataclass(frozen=True)
@@ -87,12 +102,19 @@ def build_message(
     causation_id: str | None = None,
     time: datetime | None = None,
     extra_headers: Mapping[str, str] | None = None,
+    max_bytes: int | None = None,
 ) -> OutgoingMessage:
     """Validate ``payload`` against ``spec`` and wrap it in the envelope.
 
     The payload is serialised and validated again from those bytes, which is
     exactly what a consumer will do: a model built with ``model_construct`` or
     mutated after construction cannot slip an invalid message onto the bus.
+
+    With ``max_bytes`` (the producer's request limit), a message that could not be
+    sent is refused here, as ``InvalidArgument`` naming its size: in an outbox it
+    would fail every send and hold back every message staged after it.
+    :data:`HEADER_RESERVE_BYTES` of the limit are kept for the headers the bus adds
+    on the way (trace context, retry tiers, dead letters).
     """
     if isinstance(payload, BaseModel) and not isinstance(payload, spec.payload):
         raise InvalidMessage(
@@ -128,12 +150,20 @@ def build_message(
     propagate.inject(headers)
     if extra_headers:
         headers.update(extra_headers)
-    return OutgoingMessage(
+    message = OutgoingMessage(
         topic=f"{topic_prefix}{spec.name}",
         key=message_key.encode() if message_key else None,
         value=value,
         headers=headers,
     )
+    if max_bytes is not None and message.size > max_bytes - HEADER_RESERVE_BYTES:
+        raise InvalidArgument(
+            f"{spec.name}: the message is {message.size} bytes, over the limit of"
+            f" {max_bytes - HEADER_RESERVE_BYTES} ({max_bytes} bytes, the Kafka setting"
+            f" max_message_bytes, less {HEADER_RESERVE_BYTES} kept for headers added on"
+            " the way); send less, or raise the limit together with the broker's"
+        )
+    return message
 
 
 def encode_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
