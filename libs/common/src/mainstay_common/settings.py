@@ -83,7 +83,7 @@ class KafkaSettings(BaseSettings):
     )
     max_message_bytes: int = Field(
         default=1_048_576,
-        ge=16_384,
+        ge=5_120,
         description="Largest record a producer sends (key, value and headers): the"
         " producers' max_request_size. A message that would not fit, with 4096 bytes"
         " kept for headers added on the way, is refused where it is built, naming its"
