@@ -475,8 +475,8 @@ async def test_the_largest_message_allowed_keeps_its_payload_through_tiers_to_th
 ) -> None:
     """A bus whose records may be at most 16 KiB: the largest message it builds still fits
     with the headers of every retry tier and of the dead letter (the longest error message
-    kept), so it reaches the DLQ whole; a message one byte larger is refused at publish
-    with its size and is not written."""
+    kept), so it reaches the DLQ whole; a larger message is refused at publish with its
+    size and is not written."""
     limit = 16_384
     bus = make_bus(kafka_options={"max_message_bytes": limit})
     calls: list[int] = []

@@ -156,9 +156,9 @@ def build_message(
         value=value,
         headers=headers,
     )
-    if max_bytes is not None and message.size > max_bytes - HEADER_RESERVE_BYTES:
+    if max_bytes is not None and (size := message.size) > max_bytes - HEADER_RESERVE_BYTES:
         raise InvalidArgument(
-            f"{spec.name}: the message is {message.size} bytes, over the limit of"
+            f"{spec.name}: the message is {size} bytes, over the limit of"
             f" {max_bytes - HEADER_RESERVE_BYTES} ({max_bytes} bytes, the Kafka setting"
             f" max_message_bytes, less {HEADER_RESERVE_BYTES} kept for headers added on"
             " the way); send less, or raise the limit together with the broker's"
