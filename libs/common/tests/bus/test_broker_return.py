@@ -199,6 +199,32 @@ async def test_a_consumer_does_not_create_its_topic_with_the_brokers_partition_c
         )
 
 
+async def test_a_consumer_left_without_partitions_after_the_return_gets_them_again() -> None:
+    """A consumer whose group was assigned while its topics were still missing holds no
+    partitions, and aiokafka may never notice the topics' return (seen once: no
+    rebalance for over a minute). After the broker's return the bus asks such a
+    consumer's group to rebalance, so the order sent meanwhile is handled.
+
+    The state is set by hand here: the absence as the producer's broken connection
+    signals it, then an empty assignment in a stable group, as after that race."""
+    async with _own_broker() as broker:
+        seen: list[str] = []
+        async with (
+            _owner(broker.bootstrap, seen) as owner,
+            _bus("till", broker.bootstrap) as client,
+        ):
+            await _publish_until_accepted(client, order("o-1", note="before"))
+            await wait_for(lambda: "before" in seen, wait_s=30, what="the order before")
+            [consumer] = owner._kafka_consumers()
+            owner._broker_lost.set()
+            await wait_for(lambda: not owner._broker_lost.is_set(), what="the absence noticed")
+            consumer._subscription.assign_from_subscribed(set())
+            await _publish_until_accepted(client, order("o-1", note="after"))
+            await wait_for(lambda: "after" in seen, wait_s=30, what="the order after")
+            assert consumer.assignment()
+        assert seen.count("after") == 1
+
+
 async def test_a_producer_that_knew_more_partitions_learns_the_new_count_before_sending() -> None:
     """A topic created again with fewer partitions (by anyone) while a bus still knows the
     old count: its sends after the broker's return go to partitions that exist, so none

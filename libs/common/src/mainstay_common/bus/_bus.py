@@ -77,6 +77,9 @@ _METADATA_MAX_AGE_MS = 30_000
 # enough for every owner's topic check to have created its topics again.
 _TOPICS_DOUBT_S = 2 * _TOPIC_CHECK_S
 _REWIND_WAIT_S = 10.0
+# After the broker's return, when a consumer still holding no partitions although its
+# topics have some asks its group to rebalance (seconds apart, from the return).
+_IDLE_CONSUMER_CHECKS_S = (5.0, 10.0, 20.0)
 # The producer span replaces what the message was built with: the consumer's parent is
 # the span of the publish, itself a child of the span that built (or staged) the message.
 _CONTEXT_HEADERS = frozenset({Header.TRACEPARENT, Header.TRACESTATE, "baggage"})
@@ -117,6 +120,7 @@ class Bus(Resource):
         self._producer: AIOKafkaProducer | None = None
         self._topic_keeper: asyncio.Task[None] | None = None
         self._rewinding: asyncio.Task[None] | None = None
+        self._idle_check: asyncio.Task[None] | None = None
         self._topics_in_doubt = False
         self._doubt_until = 0.0
         self._broker_lost = asyncio.Event()
@@ -570,11 +574,15 @@ class Bus(Resource):
         """
         wanted = unique_topics(self._wanted_topics(extra))
         away = False
+        # The consumers that held partitions when the broker's absence was noticed (None:
+        # it was not): only they are expected to hold some again after its return.
+        held: set[int] | None = None
         while True:
             with contextlib.suppress(TimeoutError):
                 await within(self._broker_lost.wait(), _AWAY_CHECK_S if away else _TOPIC_CHECK_S)
             if self._broker_lost.is_set():
                 self._broker_lost.clear()
+                held = self._consumers_holding_partitions() if not away else held
                 away = True
             try:
                 created: list[str] = []
@@ -588,6 +596,7 @@ class Bus(Resource):
                     )
             except Exception as exc:  # noqa: BLE001 - the broker may be away; look again later
                 self._doubt(_TOPICS_DOUBT_S)
+                held = self._consumers_holding_partitions() if not away else held
                 away = True
                 _log.debug("%s: cannot check its topics: %s", self.service, exc)
                 continue
@@ -598,6 +607,10 @@ class Bus(Resource):
                 # Apart from this loop: asking for committed offsets waits while the
                 # groups join again, and topics may still need creating meanwhile.
                 self._rewinding = asyncio.create_task(self._rewind_to_committed())
+                # Counted from this return: one still counting from an earlier one stops.
+                await cancel_and_wait(self._idle_check)
+                self._idle_check = asyncio.create_task(self._rebalance_idle_consumers(held))
+                held = None
             if created:
                 self._doubt(_TOPICS_DOUBT_S)  # other services' topics may be missing too
                 _log.warning("%s: created missing topics again: %s", self.service, created)
@@ -613,6 +626,9 @@ class Bus(Resource):
             ]
             found.extend(c for c in kafka_consumers if c is not None)
         return found
+
+    def _consumers_holding_partitions(self) -> set[int]:
+        return {id(c) for c in self._kafka_consumers() if c.assignment()}
 
     def _refresh_consumer_metadata(self) -> None:
         """Have the consumers ask for metadata now: the topics just created are theirs,
@@ -642,6 +658,39 @@ class Bus(Resource):
                 except Exception as exc:  # noqa: BLE001 - a rebalance resets positions too
                     _log.debug("%s: cannot rewind %s: %s", self.service, partition, exc)
 
+    async def _rebalance_idle_consumers(self, held_before: set[int] | None) -> None:
+        """After the broker was away: a consumer holding no partitions although its
+        topics have some asks its group to rebalance, a few times.
+
+        Its group may have been assigned while its topics were still missing (the
+        embedded broker came back empty), with nothing to assign. aiokafka rebalances
+        when the topics appear only if the member that computed that assignment sees
+        their metadata change; a consumer was once seen to stay without partitions for
+        over a minute after the return. Only consumers that held partitions before the
+        absence ask (``held_before``; all when the absence went unnoticed and topics
+        were found missing), so a member idle by right (its group has more members than
+        partitions) does not make its group rebalance.
+        """
+        for delay in _IDLE_CONSUMER_CHECKS_S:
+            await asyncio.sleep(delay)
+            for kafka_consumer in self._kafka_consumers():
+                if held_before is not None and id(kafka_consumer) not in held_before:
+                    continue
+                if kafka_consumer.assignment() or not (topics := kafka_consumer.subscription()):
+                    continue
+                cluster = kafka_consumer._client.cluster
+                if not all(cluster.partitions_for_topic(topic) for topic in topics):
+                    kafka_consumer._client.force_metadata_update()  # not seen yet: ask now
+                    continue
+                request_rejoin = getattr(kafka_consumer._coordinator, "request_rejoin", None)
+                if request_rejoin is not None:  # a group consumer (the bus has only those)
+                    _log.info(
+                        "%s: a consumer of %s holds no partitions; its group rebalances",
+                        self.service,
+                        sorted(topics),
+                    )
+                    request_rejoin()
+
     async def close(self) -> None:
         """Stop consuming, let in-flight handlers finish (up to the grace), flush, close."""
         self.closing.set()
@@ -649,6 +698,8 @@ class Bus(Resource):
         await cancel_and_wait(keeper)
         rewinding, self._rewinding = self._rewinding, None
         await cancel_and_wait(rewinding)
+        idle_check, self._idle_check = self._idle_check, None
+        await cancel_and_wait(idle_check)
         try:
             await self.broker.stop()  # in-flight handlers may still publish meanwhile
         finally:
