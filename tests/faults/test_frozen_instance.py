@@ -19,9 +19,9 @@ async def test_a_frozen_instance_loses_its_tasks_to_the_other_and_cannot_write_w
     for _ in range(2):
         figures = await frozen_instance(tasks=6, wait_s=90)
         print(figures.line())
-        assert figures.details["tasks_on_frozen_instance"] > 0
-        assert figures.processed == figures.sent
-        assert figures.details["ledger_balanced"]
+        assert figures.details["tasks_on_frozen_instance"] > 0, figures.line()
+        assert figures.processed == figures.sent, figures.line()
+        assert figures.details["ledger_balanced"], figures.line()
         assert (figures.lost, figures.duplicated) == (0, 0), figures.line()
         if figures.details["partitions_moved"]:
             break

@@ -225,10 +225,12 @@ async def _figures(
     except AssertionError as exc:
         _say(f"{fault}: the ledger's invariants do not hold: {exc}")
         balanced = False
+    unfinished: dict[str, str] = {}
     for task_id in tasks:
         if task_id not in completed:
             last = watch.events[task_id][-1] if watch.events.get(task_id) else None
             _say(f"{fault}: task {task_id} did not complete; its last event: {last}")
+            unfinished[task_id] = await _where_it_stopped(mesh, task_id, last)
     return Figures(
         fault=fault,
         sent=len(tasks),
@@ -237,6 +239,8 @@ async def _figures(
         lost=(len(tasks) - len(completed)) + missing_effects + missing_charges,
         duplicated=duplicate_effects + double_charges + ended_twice,
         details={
+            # Each task that did not complete, where it stopped (in a failed test's message).
+            "unfinished": unfinished,
             "tool_side_effects": sum(effects.values()),
             "tool_side_effects_missing": missing_effects,
             "tool_side_effects_duplicated": duplicate_effects,
@@ -248,6 +252,25 @@ async def _figures(
             **extra,
         },
     )
+
+
+async def _where_it_stopped(mesh: FullMesh, task_id: str, last: dict[str, Any] | None) -> str:
+    """A task that did not complete, in one line: its last event and its stored state."""
+    said = f"last event {last.get('type')} {last.get('reason', '')!r}"[:300] if last else "no event"
+    try:
+        rows = await mesh.execution_rows(
+            "SELECT state, waiting_for, steps, wake_at, reason,"
+            " (SELECT count(*) FROM model_calls m WHERE m.task_id = t.task_id) AS model_calls,"
+            " (SELECT array_agg(c.idempotency_key) FROM tool_calls c"
+            "  WHERE c.task_id = t.task_id AND c.result IS NULL) AS unanswered_tool_calls"
+            " FROM tasks t WHERE task_id = $1",
+            task_id,
+        )
+    except Exception as exc:  # noqa: BLE001 - a figure, not the test's verdict
+        return f"{said}; its row could not be read: {exc!r}"
+    if not rows:
+        return f"{said}; no row in execution.tasks"
+    return f"{said}; stored: {dict(rows[0])}"[:600]
 
 
 # -- shared setup ------------------------------------------------------------------------------
