@@ -639,11 +639,17 @@ async def _closing_within(seconds: float) -> AsyncIterator[contextlib.AsyncExitS
     cancelled (the error's traceback shows where it waited) and the parts started before
     it still close, rather than leaving the whole mesh running in the test's event loop."""
     stack = contextlib.AsyncExitStack()
+    raised: BaseException | None = None
     try:
         yield stack
+    except BaseException as exc:
+        raised = exc
+        raise
     finally:
+        # The block's error goes to the parts closing, so an error of theirs names it
+        # as its context (``aclose()`` would cut it off the chain).
         async with asyncio.timeout(seconds):
-            await stack.aclose()
+            await stack.__aexit__(type(raised) if raised else None, raised, None)
 
 
 def _identity_auth(identity_url: str) -> AuthSettings:
