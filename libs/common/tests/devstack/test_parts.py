@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ import psutil
 import pytest
 
 import mainstay_common.devstack as devstack
+import mainstay_common.devstack._process as process_module
 from mainstay_common.db import redact_dsn
 from mainstay_common.devstack import (
     ProcessRecord,
@@ -20,7 +22,13 @@ from mainstay_common.devstack import (
     resolve_home,
 )
 from mainstay_common.devstack._broker import split_host_port
-from mainstay_common.devstack._process import live_process, load_record, save_record, tail
+from mainstay_common.devstack._process import (
+    live_process,
+    load_record,
+    restartable_port,
+    save_record,
+    tail,
+)
 from mainstay_common.devstack._services import identity_port, service_environment
 
 if TYPE_CHECKING:
@@ -46,8 +54,25 @@ def test_public_names_are_stable() -> None:
             "discover_services",
             "free_port",
             "resolve_home",
+            "restartable_port",
         ]
     )
+
+
+def test_a_restartable_port_is_free_and_outside_the_ephemeral_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No outgoing connection can take it while its server is down (it would then fail
+    to listen again); without a known range it is whatever port the OS gives."""
+    monkeypatch.setattr(process_module, "_EPHEMERAL_RANGE_FILE", str(tmp_path / "range"))
+    (tmp_path / "range").write_text("32768\t60999\n")
+    ports = {restartable_port() for _ in range(20)}
+    assert all(10_000 <= port < 32_768 or port > 60_999 for port in ports), ports
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+    (tmp_path / "range").unlink()
+    assert 0 < restartable_port() < 65_536
 
 
 def test_home_is_mainstay_home_or_dot_mainstay(tmp_path: Path) -> None:

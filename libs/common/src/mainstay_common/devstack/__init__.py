@@ -20,7 +20,7 @@ from mainstay_common.devstack._home import (
     StackHome,
     resolve_home,
 )
-from mainstay_common.devstack._process import ProcessRecord, free_port
+from mainstay_common.devstack._process import ProcessRecord, free_port, restartable_port
 from mainstay_common.devstack._services import ServiceSpec, discover_services
 from mainstay_common.devstack._stack import DEFAULT_KAFKA_PORT, DEFAULT_PG_PORT, EmbeddedStack
 from mainstay_common.devstack._status import ComponentKind, ComponentState, ComponentStatus
@@ -42,4 +42,5 @@ __all__ = [
     "discover_services",
     "free_port",
     "resolve_home",
+    "restartable_port",
 ]

@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil  # type: ignore[import-untyped]  # no types-psutil in the dev group yet
@@ -26,7 +28,6 @@ from mainstay_common.lifecycle import within
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from pathlib import Path
 
 __all__ = [
     "ProcessRecord",
@@ -220,3 +221,33 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+_EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def restartable_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port outside the system's ephemeral range, for a server that is
+    stopped and started again on the same port.
+
+    A port the OS picks (:func:`free_port`) is an ephemeral one: while its server is
+    down, any outgoing connection may take it as its local port, and the server then
+    cannot listen on it again ("Address already in use"). Falls back to
+    :func:`free_port` where the range is not known.
+    """
+    try:
+        low, high = map(int, Path(_EPHEMERAL_RANGE_FILE).read_text().split())
+    except (OSError, ValueError):
+        return free_port(host)
+    candidates: list[int] = [
+        *range(10_000, min(low, 65_536)),
+        *range(max(high + 1, 10_000), 65_536),
+    ]
+    for port in random.sample(candidates, min(len(candidates), 200)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return free_port(host)

@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from mainstay_common.devstack._broker import broker_command, tansu_binary, wait_for_broker
-from mainstay_common.devstack._process import free_port
+from mainstay_common.devstack._process import restartable_port
 from mainstay_common.lifecycle import within
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ class PrivateBroker:
     """
 
     def __init__(self, home: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or restartable_port()
         self._home = home
         self._process: asyncio.subprocess.Process | None = None
         self.starts = 0

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from mainstay_common.devstack import free_port
+from mainstay_common.devstack import restartable_port
 from mainstay_common.devstack._postgres import (
     EmbeddedPostgres,
     ensure_vector,
@@ -87,7 +87,7 @@ class PrivatePostgres:
     """The embedded PostgreSQL on a fixed loopback port and data directory, stoppable."""
 
     def __init__(self, home: Path, port: int | None = None) -> None:
-        self.server = EmbeddedPostgres(home / "pgdata", port or free_port())
+        self.server = EmbeddedPostgres(home / "pgdata", port or restartable_port())
 
     @property
     def dsn(self) -> str:
