@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
+from asyncpg.exceptions._base import InternalClientError
 
 from mainstay_common.errors import (
     AlreadyExists,
@@ -181,6 +182,20 @@ async def test_closed_connection_and_pool_are_dependency_unavailable(
     await pool.close()
     with pytest.raises(DependencyUnavailable), map_asyncpg_errors():
         await pool.fetchval("SELECT 1")
+
+
+def test_a_query_on_a_connection_the_server_ended_is_dependency_unavailable() -> None:
+    """What asyncpg raises for a query sent on a pool connection that PostgreSQL ended
+    while it sat idle (seen when PostgreSQL stopped under load): retryable, so code
+    that waits out an outage (a consumer, a gateway's result write) waits this out too;
+    asyncpg's other internal errors are left unmapped (a bug should not be retried)."""
+    broken = InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+    with pytest.raises(DependencyUnavailable) as caught, map_asyncpg_errors():
+        raise broken
+    assert caught.value.__cause__ is broken
+    assert "the connection broke" in caught.value.message
+    with pytest.raises(InternalClientError), map_asyncpg_errors():
+        raise InternalClientError("unexpected message type")
 
 
 async def test_invalid_text_representation_is_invalid_argument_without_the_value(

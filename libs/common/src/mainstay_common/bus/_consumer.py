@@ -407,7 +407,7 @@ class Consumer(Generic[P]):
                 except Exception as exc:  # noqa: BLE001 - every failure is classified below
                     self._count(item, None, time.perf_counter() - started)
                     if await self._database_down(exc):
-                        if not await self._wait_for_database():
+                        if not await self._wait_for_database(exc):
                             progress.stop(item, kafka_consumer)  # shutting down
                             return
                         continue  # the same attempt: the message did not fail, its store did
@@ -433,7 +433,7 @@ class Consumer(Generic[P]):
     ) -> None:
         """Continue after attempt ``attempt`` of ``item`` failed inside a group."""
         if await self._database_down(exc):
-            if not await self._wait_for_database():
+            if not await self._wait_for_database(exc):
                 progress.stop(item, kafka_consumer)
                 return
             await self._handle_alone(item, progress, kafka_consumer, attempt=attempt)
@@ -535,11 +535,17 @@ class Consumer(Generic[P]):
             return True
         return False
 
-    async def _wait_for_database(self) -> bool:
+    async def _wait_for_database(self, exc: Exception) -> bool:
         """Hold the partition (its offset uncommitted) until the database answers again;
-        False when the bus started closing meanwhile."""
+        False when the bus started closing meanwhile. ``exc``: the handler's failure."""
         assert self.store is not None
-        _log.warning("%s: the database does not answer; waiting for it", self.group)
+        _log.warning(
+            "%s: the database does not answer; waiting for it (the handler failed: %s)",
+            self.group,
+            _describe(exc),
+            # An error not classified (not a MainstayError) may be a bug: where it came from.
+            exc_info=None if isinstance(exc, MainstayError) else exc,
+        )
         delay = _DATABASE_WAIT_FIRST_S
         while await self._sleep(delay):
             try:

@@ -138,6 +138,12 @@ def http_status_for(exc: BaseException) -> int:
 # asyncpg raises these InterfaceErrors when the connection or pool is gone; every
 # other InterfaceError is a misuse of the API (a bug), so it stays un-mapped.
 _CLOSED_RESOURCE = re.compile(r"\b(connection|pool) (is|was) clos(ed|ing)\b")
+# asyncpg raises this InternalClientError when a query is sent on a connection whose
+# server ended it while it sat idle in the pool (PostgreSQL shutting down: the
+# connection still consumes the server's farewell, and is closed right after).
+_BROKEN_PROTOCOL = re.compile(
+    r"^cannot switch to state \d+; another operation \(\d+\) is in progress"
+)
 
 
 def map_asyncpg_errors() -> ErrorMapper:
@@ -154,7 +160,8 @@ def map_asyncpg_errors() -> ErrorMapper:
     intervention (57: shutdown, cannot connect now),
     insufficient resources (53: too many connections),
     read-only transaction (a replica after failover),
-    stale cached plan, closed connection/pool, OSError
+    stale cached plan, closed connection/pool, a
+    connection ended by the server while idle, OSError
     anything else (class 42 included)                    un-mapped
     ===================================================  =====================
     """
@@ -227,6 +234,8 @@ def _translate_asyncpg(exc: Exception) -> MainstayError | None:  # noqa: PLR0911
         return DependencyUnavailable(f"database unavailable: {_condition(exc)}")
     if isinstance(exc, asyncpg.InterfaceError) and _CLOSED_RESOURCE.search(str(exc)):
         return DependencyUnavailable(f"database unavailable: {exc}")
+    if isinstance(exc, pg_client.InternalClientError) and _BROKEN_PROTOCOL.search(str(exc)):
+        return DependencyUnavailable(f"database unavailable: the connection broke: {exc}")
     return None
 
 

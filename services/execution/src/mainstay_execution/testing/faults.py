@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -231,6 +232,8 @@ async def _figures(
             last = watch.events[task_id][-1] if watch.events.get(task_id) else None
             _say(f"{fault}: task {task_id} did not complete; its last event: {last}")
             unfinished[task_id] = await _where_it_stopped(mesh, task_id, last)
+    if unfinished:
+        _say_handlers_in_flight()
     return Figures(
         fault=fault,
         sent=len(tasks),
@@ -252,6 +255,17 @@ async def _figures(
             **extra,
         },
     )
+
+
+def _say_handlers_in_flight() -> None:
+    """Where each message handler of this process's services still runs waits (the
+    services but execution run in this process): a handler stuck is a task stuck."""
+    for running in asyncio.all_tasks():
+        frames = running.get_stack()
+        if any(frame.f_code.co_name == "_handle_alone" for frame in frames):
+            out = io.StringIO()
+            running.print_stack(file=out)
+            _say(f"a handler still runs: {out.getvalue()}")
 
 
 async def _where_it_stopped(mesh: FullMesh, task_id: str, last: dict[str, Any] | None) -> str:
