@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
+from asyncpg.exceptions._base import InternalClientError
 
 from mainstay_common.errors import DependencyUnavailable
 from mainstay_common.testing import read_records
@@ -498,4 +499,46 @@ async def test_a_claim_whose_answer_was_lost_is_taken_over_by_the_next_try(
     assert retried["replayed"] is False
     assert gateway.tools.by_key[key] == 1
     assert (await gateway.invoke(name, {"seat": "3C"}, idempotency_key=key))["replayed"] is True
+    assert gateway.tools.by_key[key] == 1
+
+
+async def test_a_result_whose_connection_broke_is_written_once_the_database_answers(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tool has run; writing its result meets a pool connection PostgreSQL ended
+    while it sat idle (asyncpg's InternalClientError, seen when PostgreSQL stopped under
+    load). The write is tried again rather than failing the call: a failed call would
+    leave its claim "in flight", and the next try of its key would get a CONFLICT
+    instead of the answer. The tool runs once; the next try replays the answer."""
+    name = unique("payment")
+    await gateway.register(gateway.http_tool(name, "/echo", side_effects=True))
+    key = f"task-{uuid.uuid4().hex[:6]}:1"
+    assert gateway.app.gateway is not None
+    database = gateway.app.gateway.calls._database
+    broken: list[str] = []
+
+    class BreaksOnce:
+        """The pool, but the first write of a result meets a connection that broke."""
+
+        def __init__(self, pool: Any) -> None:
+            self._pool = pool
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._pool, name)
+
+        async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+            if query.startswith("WITH audit_row") and not broken:
+                broken.append(query)
+                raise InternalClientError(
+                    "cannot switch to state 15; another operation (2) is in progress"
+                )
+            return await self._pool.execute(query, *args, **kwargs)
+
+    monkeypatch.setattr(database, "_pool", BreaksOnce(database.pool))
+    first = await gateway.invoke(name, {"amount": 5}, idempotency_key=key)
+    assert broken, "the result's write did not meet the broken connection"
+    assert first["outcome"] == "OK", first
+    assert gateway.tools.by_key[key] == 1
+    again = await gateway.invoke(name, {"amount": 5}, idempotency_key=key)
+    assert (again["outcome"], again["replayed"]) == ("OK", True), again
     assert gateway.tools.by_key[key] == 1
